@@ -1,0 +1,40 @@
+/*
+ * File-system helpers shared by every module: whole writes and reads that
+ * retry EINTR, directories made on demand, and atomic publication (temp
+ * file, fsync, rename, fsync of the directory) so that a reader never sees
+ * a partial file and a crash leaves the old one in place.
+ */
+#ifndef MBUILD_FSUTIL_H
+#define MBUILD_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "mbuild/error.h"
+
+/* write(2) until everything is written; retries EINTR. */
+int mb_fs_write_all(int fd, const void *buf, size_t len, struct mb_error *err);
+
+/* read(2) until len bytes or end of file; returns bytes read or -1. */
+ssize_t mb_fs_read_all(int fd, void *buf, size_t len, struct mb_error *err);
+
+/* mkdir -p with `mode` for each directory it creates. */
+int mb_fs_mkdir_p(const char *path, mode_t mode, struct mb_error *err);
+
+int mb_fs_fsync_dir(const char *dir, struct mb_error *err);
+
+/*
+ * Read a whole regular file of at most `max` bytes into a NUL-terminated
+ * malloc'ed buffer. A larger file is an MB_ERR_INPUT error. The caller
+ * frees *out.
+ */
+int mb_fs_read_file(const char *path, size_t max, char **out, size_t *len,
+                    struct mb_error *err);
+
+/* Publish `data` at `path` atomically (temp in the same directory, fsync, rename). */
+int mb_fs_write_atomic(const char *path, const void *data, size_t len, struct mb_error *err);
+
+/* Join two path parts with one '/', malloc'ed; NULL only on out of memory. */
+char *mb_path_join(const char *a, const char *b);
+
+#endif
