@@ -34,15 +34,20 @@ int mb_error_errno(struct mb_error *err, int code, int errnum, const char *fmt, 
 
 int mb_error_prefix(struct mb_error *err, const char *fmt, ...)
 {
-    char context[MB_ERROR_MAX];
     char old[MB_ERROR_MAX];
+    size_t len;
     va_list ap;
 
-    va_start(ap, fmt);
-    vsnprintf(context, sizeof(context), fmt, ap);
-    va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", context, old);
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    len = strlen(err->msg);
+    if (len + 2 < sizeof(err->msg)) {
+        memcpy(err->msg + len, ": ", 3);
+        len += 2;
+        strncat(err->msg + len, old, sizeof(err->msg) - len - 1);
+    }
     return -1;
 }
 
