@@ -1,5 +1,4 @@
 /* Work directories and small file helpers for the unit tests. */
-#define _GNU_SOURCE
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
