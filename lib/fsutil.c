@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 #include "mbuild/fsutil.h"
 
@@ -179,4 +182,18 @@ char *mb_path_join(const char *a, const char *b)
     out[la] = '/';
     strcpy(out + la + 1, b);
     return out;
+}
+
+int mb_fs_open_beneath(int dirfd, const char *relpath, int flags)
+{
+    struct open_how how = {
+        .flags = (unsigned)(flags | O_CLOEXEC),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd;
+
+    do
+        fd = syscall(SYS_openat2, dirfd, relpath, &how, sizeof(how));
+    while (fd < 0 && errno == EINTR);
+    return (int)fd;
 }

@@ -34,6 +34,14 @@ int mb_fs_read_file(const char *path, size_t max, char **out, size_t *len,
 /* Publish `data` at `path` atomically (temp in the same directory, fsync, rename). */
 int mb_fs_write_atomic(const char *path, const void *data, size_t len, struct mb_error *err);
 
+/*
+ * Open `relpath` beneath the directory `dirfd` with openat2(RESOLVE_BENEATH):
+ * absolute paths, "..", and symlinks that lead outside the directory fail
+ * (EXDEV), whatever races happen meanwhile. `flags` are open(2) flags;
+ * O_CLOEXEC is always added. Returns the fd, or -1 with errno set.
+ */
+int mb_fs_open_beneath(int dirfd, const char *relpath, int flags);
+
 /* Join two path parts with one '/', malloc'ed; NULL only on out of memory. */
 char *mb_path_join(const char *a, const char *b);
 
