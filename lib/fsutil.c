@@ -87,8 +87,7 @@ int mb_fs_fsync_dir(const char *dir, struct mb_error *err)
     return 0;
 }
 
-int mb_fs_read_file(const char *path, size_t max, char **out, size_t *len,
-                    struct mb_error *err)
+int mb_fs_read_file(const char *path, size_t max, char **out, size_t *len, struct mb_error *err)
 {
     struct stat st;
     char *buf;

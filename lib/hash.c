@@ -132,8 +132,7 @@ int mb_digest_parse_hex(const char *hex, struct mb_digest *out, struct mb_error 
 int mb_digest_parse(const char *str, struct mb_digest *out, struct mb_error *err)
 {
     if (strncmp(str, "sha256:", 7) != 0)
-        return mb_error_set(err, MB_ERR_INPUT, "digest '%.80s' does not start with 'sha256:'",
-                            str);
+        return mb_error_set(err, MB_ERR_INPUT, "digest '%.80s' does not start with 'sha256:'", str);
     return mb_digest_parse_hex(str + 7, out, err);
 }
 

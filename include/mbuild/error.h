@@ -17,10 +17,10 @@
 /* Exit statuses of mbuild and machine; `code` of an error is one of these. */
 enum mb_status {
     MB_OK = 0,
-    MB_ERR_GENERAL = 1,     /* anything not listed below */
-    MB_ERR_INPUT = 2,       /* bad command line or Machinefile */
-    MB_ERR_STEP = 3,        /* a build step failed or timed out */
-    MB_ERR_INTEGRITY = 4,   /* a digest did not match: damaged or hostile data */
+    MB_ERR_GENERAL = 1,      /* anything not listed below */
+    MB_ERR_INPUT = 2,        /* bad command line or Machinefile */
+    MB_ERR_STEP = 3,         /* a build step failed or timed out */
+    MB_ERR_INTEGRITY = 4,    /* a digest did not match: damaged or hostile data */
     MB_ERR_INTERRUPTED = 130 /* SIGINT or SIGTERM */
 };
 

@@ -28,8 +28,7 @@ int mb_fs_fsync_dir(const char *dir, struct mb_error *err);
  * malloc'ed buffer. A larger file is an MB_ERR_INPUT error. The caller
  * frees *out.
  */
-int mb_fs_read_file(const char *path, size_t max, char **out, size_t *len,
-                    struct mb_error *err);
+int mb_fs_read_file(const char *path, size_t max, char **out, size_t *len, struct mb_error *err);
 
 /* Publish `data` at `path` atomically (temp in the same directory, fsync, rename). */
 int mb_fs_write_atomic(const char *path, const void *data, size_t len, struct mb_error *err);

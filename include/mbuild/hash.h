@@ -14,7 +14,7 @@
 
 #include "mbuild/error.h"
 
-#define MB_DIGEST_LEN 32
+#define MB_DIGEST_LEN     32
 #define MB_DIGEST_HEX_LEN 64
 /* "sha256:" + hex + NUL */
 #define MB_DIGEST_STR_LEN (7 + MB_DIGEST_HEX_LEN + 1)

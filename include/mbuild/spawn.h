@@ -1,0 +1,34 @@
+/*
+ * Running helper programs (qemu-img, qemu-system-*, ssh): posix_spawn with
+ * an argv array, never a shell. The child gets its own process group, so a
+ * timeout kills it and everything it started; stdin is /dev/null; stdout
+ * and stderr are captured together up to a size cap.
+ */
+#ifndef MBUILD_SPAWN_H
+#define MBUILD_SPAWN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "mbuild/error.h"
+
+struct mb_spawn_result {
+    int exit_status; /* exit code, or -1 when killed by a signal */
+    int term_signal; /* the signal, when exit_status is -1 */
+    bool timed_out;  /* killed because the timeout passed */
+    char *output;    /* stdout and stderr interleaved, NUL-terminated, malloc'ed */
+    size_t output_len;
+    bool truncated; /* output was longer than the cap; the rest was read and dropped */
+};
+
+/*
+ * Run argv[0] (looked up in PATH) and wait for it, at most `timeout_ms`
+ * (0 for no limit). Returns -1 only when it could not be run; a non-zero
+ * exit is reported in *out, not as an error.
+ */
+int mb_spawn_capture(const char *const argv[], int timeout_ms, size_t max_output,
+                     struct mb_spawn_result *out, struct mb_error *err);
+
+void mb_spawn_result_free(struct mb_spawn_result *res);
+
+#endif

@@ -1,0 +1,144 @@
+/*
+ * posix_spawn with captured output, a size cap and a timeout that kills the
+ * child's whole process group.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mbuild/spawn.h"
+
+extern char **environ;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int start_child(const char *const argv[], int out_fd, pid_t *pid, struct mb_error *err)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc;
+
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, out_fd, 2);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    rc = posix_spawnp(pid, argv[0], &actions, &attr, (char *const *)argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, rc, "run '%s'", argv[0]);
+    return 0;
+}
+
+/* Append what is readable to the capture; returns 0 at end of file, 1 for more. */
+static int drain(int fd, struct mb_spawn_result *out, size_t max_output)
+{
+    char buf[8192];
+    ssize_t n = read(fd, buf, sizeof(buf));
+
+    if (n < 0)
+        return errno == EINTR || errno == EAGAIN ? 1 : 0;
+    if (n == 0)
+        return 0;
+    size_t room = max_output - out->output_len;
+    size_t take = (size_t)n < room ? (size_t)n : room;
+
+    if (take < (size_t)n)
+        out->truncated = true;
+    memcpy(out->output + out->output_len, buf, take);
+    out->output_len += take;
+    return 1;
+}
+
+static void collect(int fd, pid_t pid, int timeout_ms, size_t max_output,
+                    struct mb_spawn_result *out)
+{
+    long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+    for (;;) {
+        int wait_ms = -1;
+
+        if (deadline != 0) {
+            long long left = deadline - now_ms();
+
+            if (left <= 0) {
+                out->timed_out = true;
+                kill(-pid, SIGKILL);
+                break;
+            }
+            wait_ms = (int)left;
+        }
+        int rc = poll(&pfd, 1, wait_ms);
+
+        if (rc < 0 && errno != EINTR)
+            break;
+        if (rc > 0 && drain(fd, out, max_output) == 0)
+            break;
+    }
+}
+
+static void reap(pid_t pid, struct mb_spawn_result *out)
+{
+    int status;
+
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(status)) {
+        out->exit_status = WEXITSTATUS(status);
+    } else {
+        out->exit_status = -1;
+        out->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    }
+}
+
+int mb_spawn_capture(const char *const argv[], int timeout_ms, size_t max_output,
+                     struct mb_spawn_result *out, struct mb_error *err)
+{
+    int fds[2];
+    pid_t pid;
+
+    memset(out, 0, sizeof(*out));
+    out->output = malloc(max_output + 1);
+    if (out->output == NULL)
+        return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        mb_spawn_result_free(out);
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "pipe");
+    }
+    if (start_child(argv, fds[1], &pid, err) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        mb_spawn_result_free(out);
+        return -1;
+    }
+    close(fds[1]);
+    collect(fds[0], pid, timeout_ms, max_output, out);
+    close(fds[0]);
+    reap(pid, out);
+    out->output[out->output_len] = '\0';
+    return 0;
+}
+
+void mb_spawn_result_free(struct mb_spawn_result *res)
+{
+    free(res->output);
+    res->output = NULL;
+    res->output_len = 0;
+}
