@@ -25,7 +25,8 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int start_child(const char *const argv[], int out_fd, pid_t *pid, struct mb_error *err)
+static int start_child(const char *const argv[], const char *cwd, int out_fd, pid_t *pid,
+                       struct mb_error *err)
 {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
@@ -35,6 +36,8 @@ static int start_child(const char *const argv[], int out_fd, pid_t *pid, struct 
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
     posix_spawn_file_actions_adddup2(&actions, out_fd, 2);
+    if (cwd != NULL)
+        posix_spawn_file_actions_addchdir_np(&actions, cwd);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
@@ -108,28 +111,28 @@ static void reap(pid_t pid, struct mb_spawn_result *out)
     }
 }
 
-int mb_spawn_capture(const char *const argv[], int timeout_ms, size_t max_output,
+int mb_spawn_capture(const char *const argv[], const struct mb_spawn_options *opts,
                      struct mb_spawn_result *out, struct mb_error *err)
 {
     int fds[2];
     pid_t pid;
 
     memset(out, 0, sizeof(*out));
-    out->output = malloc(max_output + 1);
+    out->output = malloc(opts->max_output + 1);
     if (out->output == NULL)
         return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
     if (pipe2(fds, O_CLOEXEC) < 0) {
         mb_spawn_result_free(out);
         return mb_error_errno(err, MB_ERR_GENERAL, errno, "pipe");
     }
-    if (start_child(argv, fds[1], &pid, err) < 0) {
+    if (start_child(argv, opts->cwd, fds[1], &pid, err) < 0) {
         close(fds[0]);
         close(fds[1]);
         mb_spawn_result_free(out);
         return -1;
     }
     close(fds[1]);
-    collect(fds[0], pid, timeout_ms, max_output, out);
+    collect(fds[0], pid, opts->timeout_ms, opts->max_output, out);
     close(fds[0]);
     reap(pid, out);
     out->output[out->output_len] = '\0';

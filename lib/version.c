@@ -24,12 +24,13 @@ const char *mb_version(void)
 static void program_version(const char *prog, char *buf, size_t size)
 {
     const char *argv[] = {prog, "--version", NULL};
+    const struct mb_spawn_options opts = {.timeout_ms = 5000, .max_output = 4096};
     struct mb_spawn_result res;
     struct mb_error err;
     const char *v;
 
     snprintf(buf, size, "not found");
-    if (mb_spawn_capture(argv, 5000, 4096, &res, &err) < 0)
+    if (mb_spawn_capture(argv, &opts, &res, &err) < 0)
         return;
     v = strstr(res.output, "version ");
     if (res.exit_status == 0 && v != NULL)

@@ -21,12 +21,17 @@ struct mb_spawn_result {
     bool truncated; /* output was longer than the cap; the rest was read and dropped */
 };
 
+struct mb_spawn_options {
+    int timeout_ms;    /* 0 for no limit */
+    size_t max_output; /* bytes of output kept */
+    const char *cwd;   /* the child's working directory, or NULL for ours */
+};
+
 /*
- * Run argv[0] (looked up in PATH) and wait for it, at most `timeout_ms`
- * (0 for no limit). Returns -1 only when it could not be run; a non-zero
- * exit is reported in *out, not as an error.
+ * Run argv[0] (looked up in PATH) and wait for it. Returns -1 only when it
+ * could not be run; a non-zero exit is reported in *out, not as an error.
  */
-int mb_spawn_capture(const char *const argv[], int timeout_ms, size_t max_output,
+int mb_spawn_capture(const char *const argv[], const struct mb_spawn_options *opts,
                      struct mb_spawn_result *out, struct mb_error *err);
 
 void mb_spawn_result_free(struct mb_spawn_result *res);
