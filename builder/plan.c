@@ -149,9 +149,12 @@ static char *env_change(json_t *cur, json_t *old)
     return NULL;
 }
 
+/* Absent in both counts as the same (a base has no parent); json_equal says no to NULLs. */
 static bool same_field(json_t *a, json_t *b, const char *field)
 {
-    return json_equal(json_object_get(a, field), json_object_get(b, field));
+    json_t *x = json_object_get(a, field), *y = json_object_get(b, field);
+
+    return (x == NULL && y == NULL) || json_equal(x, y);
 }
 
 /* The first difference between two maps of target -> copied file, named by source. */

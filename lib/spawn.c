@@ -25,28 +25,65 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int start_child(const char *const argv[], const char *cwd, int out_fd, pid_t *pid,
-                       struct mb_error *err)
+int mb_child_start(const char *const argv[], const char *cwd, bool capture, struct mb_child *child,
+                   struct mb_error *err)
 {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
+    int fds[2] = {-1, -1};
     int rc;
 
+    if (capture && pipe2(fds, O_CLOEXEC) < 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "pipe");
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&actions, out_fd, 2);
+    if (capture) {
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    }
     if (cwd != NULL)
         posix_spawn_file_actions_addchdir_np(&actions, cwd);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
-    rc = posix_spawnp(pid, argv[0], &actions, &attr, (char *const *)argv, environ);
+    rc = posix_spawnp(&child->pid, argv[0], &actions, &attr, (char *const *)argv, environ);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0)
+    if (capture)
+        close(fds[1]);
+    child->out_fd = fds[0];
+    if (rc != 0) {
+        if (capture)
+            close(fds[0]);
+        child->out_fd = -1;
         return mb_error_errno(err, MB_ERR_GENERAL, rc, "run '%s'", argv[0]);
+    }
     return 0;
+}
+
+void mb_child_kill(const struct mb_child *child)
+{
+    kill(-child->pid, SIGKILL);
+}
+
+void mb_child_wait(struct mb_child *child, struct mb_spawn_result *res)
+{
+    int status;
+
+    if (child->out_fd >= 0)
+        close(child->out_fd);
+    child->out_fd = -1;
+    while (waitpid(child->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(status)) {
+        res->exit_status = WEXITSTATUS(status);
+    } else {
+        res->exit_status = -1;
+        res->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    }
 }
 
 /* Append what is readable to the capture; returns 0 at end of file, 1 for more. */
@@ -97,44 +134,21 @@ static void collect(int fd, pid_t pid, int timeout_ms, size_t max_output,
     }
 }
 
-static void reap(pid_t pid, struct mb_spawn_result *out)
-{
-    int status;
-
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    if (WIFEXITED(status)) {
-        out->exit_status = WEXITSTATUS(status);
-    } else {
-        out->exit_status = -1;
-        out->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    }
-}
-
 int mb_spawn_capture(const char *const argv[], const struct mb_spawn_options *opts,
                      struct mb_spawn_result *out, struct mb_error *err)
 {
-    int fds[2];
-    pid_t pid;
+    struct mb_child child;
 
     memset(out, 0, sizeof(*out));
     out->output = malloc(opts->max_output + 1);
     if (out->output == NULL)
         return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
-    if (pipe2(fds, O_CLOEXEC) < 0) {
-        mb_spawn_result_free(out);
-        return mb_error_errno(err, MB_ERR_GENERAL, errno, "pipe");
-    }
-    if (start_child(argv, opts->cwd, fds[1], &pid, err) < 0) {
-        close(fds[0]);
-        close(fds[1]);
+    if (mb_child_start(argv, opts->cwd, true, &child, err) < 0) {
         mb_spawn_result_free(out);
         return -1;
     }
-    close(fds[1]);
-    collect(fds[0], pid, opts->timeout_ms, opts->max_output, out);
-    close(fds[0]);
-    reap(pid, out);
+    collect(child.out_fd, child.pid, opts->timeout_ms, opts->max_output, out);
+    mb_child_wait(&child, out);
     out->output[out->output_len] = '\0';
     return 0;
 }

@@ -65,8 +65,8 @@ int mb_cache_put_layer_file(struct mb_cache *cache, const char *path, struct mb_
                             struct mb_error *err);
 
 /* Store a small blob (a manifest, a config) from memory. */
-int mb_cache_put_blob(struct mb_cache *cache, const void *data, size_t len,
-                      struct mb_digest *out, struct mb_error *err);
+int mb_cache_put_blob(struct mb_cache *cache, const void *data, size_t len, struct mb_digest *out,
+                      struct mb_error *err);
 
 /*
  * Decompress a layer blob to `dest` (created, or truncated), verifying the
@@ -86,10 +86,10 @@ struct mb_layer_record {
     struct mb_digest key;
     bool has_parent;
     struct mb_digest parent_key;
-    struct mb_blob_info blob;     /* `existed` is not stored */
-    char *step;                   /* what the layer is: "run: npm ci", malloc'ed */
-    int64_t created;              /* Unix seconds */
-    int64_t last_used;            /* Unix seconds */
+    struct mb_blob_info blob; /* `existed` is not stored */
+    char *step;               /* what the layer is: "run: npm ci", malloc'ed */
+    int64_t created;          /* Unix seconds */
+    int64_t last_used;        /* Unix seconds */
 };
 
 /* Record (or replace) a layer in the key index, atomically. */
@@ -101,8 +101,7 @@ int mb_cache_get_layer_record(struct mb_cache *cache, const struct mb_digest *ke
                               struct mb_layer_record *out, struct mb_error *err);
 
 /* Mark a cached layer as used now. */
-int mb_cache_touch_layer(struct mb_cache *cache, const struct mb_digest *key,
-                         struct mb_error *err);
+int mb_cache_touch_layer(struct mb_cache *cache, const struct mb_digest *key, struct mb_error *err);
 
 /* Every layer in the index, sorted by creation time. Free with mb_layer_records_free. */
 int mb_cache_list_layers(struct mb_cache *cache, struct mb_layer_record **out, size_t *count,

@@ -31,7 +31,7 @@ struct mb_mark {
 };
 
 struct mb_env_var {
-    char *name;  /* [A-Za-z_][A-Za-z0-9_]* */
+    char *name; /* [A-Za-z_][A-Za-z0-9_]* */
     char *value;
 };
 
@@ -43,18 +43,18 @@ struct mb_env {
 
 /* One `copy` entry: a file or directory of the project, placed in the VM. */
 struct mb_copy {
-    char *source;      /* relative to the project directory, normalised, inside it */
-    char *target;      /* absolute path in the VM; default "/work/<source>" */
+    char *source; /* relative to the project directory, normalised, inside it */
+    char *target; /* absolute path in the VM; default "/work/<source>" */
     struct mb_mark mark;
 };
 
 struct mb_step {
-    char *name;        /* default "step N" (1-based), unique within the file */
-    char *run;         /* shell script run as root in the step VM */
+    char *name; /* default "step N" (1-based), unique within the file */
+    char *run;  /* shell script run as root in the step VM */
     struct mb_copy *copies;
     size_t copy_count;
-    struct mb_env env; /* the step's own env, applied over the file's */
-    bool network;      /* default true */
+    struct mb_env env;        /* the step's own env, applied over the file's */
+    bool network;             /* default true */
     uint64_t timeout_seconds; /* default 1800 */
     struct mb_mark mark;
 };
@@ -65,15 +65,15 @@ struct mb_port {
 };
 
 struct mb_mount {
-    char *source;      /* relative to the project directory, inside it */
-    char *target;      /* absolute path in the VM */
-    bool writable;     /* default false */
+    char *source;  /* relative to the project directory, inside it */
+    char *target;  /* absolute path in the VM */
+    bool writable; /* default false */
 };
 
 struct mb_volume {
-    char *name;        /* [a-z0-9][a-z0-9_.-]*, unique */
-    char *target;      /* absolute path in the VM */
-    uint64_t size;     /* bytes */
+    char *name;    /* [a-z0-9][a-z0-9_.-]*, unique */
+    char *target;  /* absolute path in the VM */
+    uint64_t size; /* bytes */
 };
 
 struct mb_machinefile {
@@ -83,10 +83,10 @@ struct mb_machinefile {
     char *base;        /* recipe name, local image path, or https URL */
     char *base_digest; /* "sha256:..." for an https base, else NULL */
     struct mb_mark base_mark;
-    char *arch;        /* "x86_64" or "aarch64"; default the host's */
-    unsigned cpus;     /* default 2 */
-    uint64_t memory;   /* bytes; default 2 GiB */
-    uint64_t disk;     /* bytes; default 20 GiB */
+    char *arch;      /* "x86_64" or "aarch64"; default the host's */
+    unsigned cpus;   /* default 2 */
+    uint64_t memory; /* bytes; default 2 GiB */
+    uint64_t disk;   /* bytes; default 20 GiB */
     struct mb_env env;
     char **packages;
     size_t package_count;
@@ -99,8 +99,8 @@ struct mb_machinefile {
     size_t mount_count;
     struct mb_volume *volumes;
     size_t volume_count;
-    bool persistent;   /* default false */
-    char **secrets;    /* declared secret names; values come from the command line */
+    bool persistent; /* default false */
+    char **secrets;  /* declared secret names; values come from the command line */
     size_t secret_count;
 };
 

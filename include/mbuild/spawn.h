@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "mbuild/error.h"
 
@@ -35,5 +36,24 @@ int mb_spawn_capture(const char *const argv[], const struct mb_spawn_options *op
                      struct mb_spawn_result *out, struct mb_error *err);
 
 void mb_spawn_result_free(struct mb_spawn_result *res);
+
+/* A child left running: its pid (also its process group) and its output pipe. */
+struct mb_child {
+    pid_t pid;
+    int out_fd; /* stdout and stderr, read end, or -1 when not captured */
+};
+
+/*
+ * Start argv[0] in a process group of its own, stdin from /dev/null, and
+ * stdout and stderr into a pipe (`capture`) or to /dev/null.
+ */
+int mb_child_start(const char *const argv[], const char *cwd, bool capture, struct mb_child *child,
+                   struct mb_error *err);
+
+/* SIGKILL the child's whole process group. */
+void mb_child_kill(const struct mb_child *child);
+
+/* Wait for the child, close its pipe; fills exit_status and term_signal of *res. */
+void mb_child_wait(struct mb_child *child, struct mb_spawn_result *res);
 
 #endif

@@ -140,8 +140,8 @@ static void check_reason(const struct reason_case *c)
 
     plan = plan_of(&f, &mf);
     cr_assert(plan->had_record);
-    cr_assert_str_eq(plan->entries[c->layer].reason, c->reason, "edit '%s': layer %zu", c->edit_to,
-                     c->layer);
+    cr_assert_str_eq(plan->entries[c->layer].reason, c->reason, "edit '%s': layer %zu: '%s'",
+                     c->edit_to, c->layer, plan->entries[c->layer].reason);
     mb_plan_free(plan);
     mb_machinefile_free(mf);
     teardown(&f);
