@@ -56,17 +56,34 @@ struct shown {
     char s[SHOW_MAX + 4];
 };
 
-/* User text fit for a message: shortened, control characters masked as '?'. */
+/*
+ * The length in bytes of the control character text starts with, else 0:
+ * C0 and DEL, and C1 (U+0080 to U+009F) in UTF-8, which terminals may
+ * obey too (U+009B is CSI).
+ */
+static size_t control_length(const char *text)
+{
+    const unsigned char *p = (const unsigned char *)text;
+
+    if (p[0] != '\0' && (p[0] < 0x20 || p[0] == 0x7f))
+        return 1;
+    if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+        return 2;
+    return 0;
+}
+
+/* User text fit for a message: shortened, each control character masked as one '?'. */
 static const char *show(const char *text, struct shown *buf)
 {
-    size_t i;
+    size_t i = 0, n = 0;
 
-    for (i = 0; text[i] != '\0' && i < SHOW_MAX; i++) {
-        unsigned char ch = (unsigned char)text[i];
+    while (text[i] != '\0' && n < SHOW_MAX) {
+        size_t control = control_length(text + i);
 
-        buf->s[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+        buf->s[n++] = control > 0 ? '?' : text[i];
+        i += control > 0 ? control : 1;
     }
-    strcpy(buf->s + i, text[i] != '\0' ? "..." : "");
+    strcpy(buf->s + n, text[i] != '\0' ? "..." : "");
     return buf->s;
 }
 
@@ -595,7 +612,7 @@ static bool is_blank(const char *text)
 static bool has_control(const char *text)
 {
     for (; *text != '\0'; text++)
-        if ((unsigned char)*text < 0x20 || *text == 0x7f)
+        if (control_length(text) > 0)
             return true;
     return false;
 }
@@ -1992,6 +2009,15 @@ int mb_machinefile_parse(const char *path, const char *text, size_t len,
     if (len > MB_MACHINEFILE_MAX_SIZE)
         return mb_error_set(err, MB_ERR_INPUT, "'%s' is larger than %d bytes", path,
                             MB_MACHINEFILE_MAX_SIZE);
+    /*
+     * Editors on Windows start UTF-8 files with a byte order mark. libyaml,
+     * told the encoding, counts it as a column, and the first line then
+     * reads as indented: drop it here, it is not text.
+     */
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        text += 3;
+        len -= 3;
+    }
     if (scan_tabs(&c, text, len) < 0 || build_tree(&c, text, len, &root) < 0)
         return -1;
     if (root == NULL || is_null(root))
