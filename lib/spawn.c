@@ -25,8 +25,8 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int mb_child_start(const char *const argv[], const char *cwd, bool capture, struct mb_child *child,
-                   struct mb_error *err)
+int mb_child_start(const char *const argv[], const char *cwd, bool capture, int pass_fd,
+                   struct mb_child *child, struct mb_error *err)
 {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
@@ -46,6 +46,9 @@ int mb_child_start(const char *const argv[], const char *cwd, bool capture, stru
     }
     if (cwd != NULL)
         posix_spawn_file_actions_addchdir_np(&actions, cwd);
+    /* dup2 onto itself clears close-on-exec in the child only. */
+    if (pass_fd >= 0)
+        posix_spawn_file_actions_adddup2(&actions, pass_fd, pass_fd);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
@@ -143,7 +146,7 @@ int mb_spawn_capture(const char *const argv[], const struct mb_spawn_options *op
     out->output = malloc(opts->max_output + 1);
     if (out->output == NULL)
         return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
-    if (mb_child_start(argv, opts->cwd, true, &child, err) < 0) {
+    if (mb_child_start(argv, opts->cwd, true, -1, &child, err) < 0) {
         mb_spawn_result_free(out);
         return -1;
     }

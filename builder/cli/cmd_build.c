@@ -1,13 +1,20 @@
 /*
- * mbuild build: plan (and, in time, run) the layers of a Machinefile.
+ * mbuild build: plan the layers of a Machinefile, then build the missing
+ * ones in VMs, streaming each step's output to stderr.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "mbuild/build.h"
 #include "mbuild/cache.h"
+#include "mbuild/cancel.h"
 #include "mbuild/machinefile.h"
 #include "mbuild/plan.h"
+
+#include <jansson.h>
 
 #include "cli.h"
 #include "commands.h"
@@ -17,20 +24,29 @@ struct build_options {
     const char *cache_dir;
     bool plan_only;
     bool json;
+    bool no_cache;
+    bool refresh;
+    const char *progress; /* auto, plain or none */
 };
 
 static int build_usage(FILE *out, int status)
 {
     fprintf(out,
-            "Usage: %s build [--plan] [-f FILE] [--json] [--cache DIR]\n\n"
-            "Plan the layers of a Machinefile: the base, the packages, then one per step.\n\n"
+            "Usage: %s build [--plan] [-f FILE] [--json] [--cache DIR] [--no-cache]\n"
+            "       [--refresh] [--progress=auto|plain|none]\n\n"
+            "Build the layers of a Machinefile: the base, the packages, then one per step.\n"
+            "Each missing layer runs in a throwaway VM; cached layers are reused.\n\n"
             "Options:\n"
-            "  -f, --file FILE  the Machinefile (default: ./Machinefile)\n"
-            "      --plan       show each layer, its key and whether it is cached; run nothing\n"
-            "      --json       print the plan as a JSON document on stdout\n"
-            "      --cache DIR  the layer cache (default: $MBUILD_CACHE, else\n"
-            "                   $XDG_CACHE_HOME/mbuild, else ~/.cache/mbuild)\n"
-            "  -h, --help       show this help\n\n%s",
+            "  -f, --file FILE    the Machinefile (default: ./Machinefile)\n"
+            "      --plan         show each layer, its key and whether it is cached; run nothing\n"
+            "      --json         print the plan, or the build's summary, as JSON on stdout\n"
+            "      --no-cache     rebuild every layer above the base\n"
+            "      --refresh      rebuild the base image too, and so every layer\n"
+            "      --progress=MODE  auto or plain: phases and each step's output on stderr;\n"
+            "                     none: only failures\n"
+            "      --cache DIR    the layer cache (default: $MBUILD_CACHE, else\n"
+            "                     $XDG_CACHE_HOME/mbuild, else ~/.cache/mbuild)\n"
+            "  -h, --help         show this help\n\n%s",
             cli_program, cli_exit_codes);
     return status;
 }
@@ -38,13 +54,20 @@ static int build_usage(FILE *out, int status)
 static int parse_options(int argc, char **argv, struct build_options *opts)
 {
     static const struct option longopts[] = {
-        {"file", required_argument, NULL, 'f'}, {"plan", no_argument, NULL, 'p'},
-        {"json", no_argument, NULL, 'j'},       {"cache", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+        {"file", required_argument, NULL, 'f'},
+        {"plan", no_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},
+        {"cache", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"no-cache", no_argument, NULL, 'n'},
+        {"refresh", no_argument, NULL, 'r'},
+        {"progress", required_argument, NULL, 'P'},
+        {NULL, 0, NULL, 0},
     };
     int c;
 
     opts->file = "Machinefile";
+    opts->progress = "auto";
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+f:h", longopts, NULL)) != -1) {
@@ -61,6 +84,15 @@ static int parse_options(int argc, char **argv, struct build_options *opts)
         case 'c':
             opts->cache_dir = optarg;
             break;
+        case 'n':
+            opts->no_cache = true;
+            break;
+        case 'r':
+            opts->refresh = true;
+            break;
+        case 'P':
+            opts->progress = optarg;
+            break;
         case 'h':
             exit(build_usage(stdout, 0));
         default:
@@ -69,6 +101,10 @@ static int parse_options(int argc, char **argv, struct build_options *opts)
     }
     if (optind < argc)
         return cli_usage_error("build: unexpected argument '%s'", argv[optind]);
+    if (strcmp(opts->progress, "auto") != 0 && strcmp(opts->progress, "plain") != 0 &&
+        strcmp(opts->progress, "none") != 0)
+        return cli_usage_error("build: --progress must be auto, plain or none, not '%s'",
+                               opts->progress);
     return 0;
 }
 
@@ -133,6 +169,127 @@ static int show_plan(struct mb_cache *cache, const struct mb_machinefile *mf, bo
     return 0;
 }
 
+static void on_signal(int sig)
+{
+    (void)sig;
+    mb_cancel_request();
+}
+
+/* SIGINT and SIGTERM cancel the build: the library kills the VM and cleans up. */
+static void catch_signals(void)
+{
+    struct sigaction sa = {0};
+
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* What the build reports as it goes, and the summary it prints at the end. */
+struct build_view {
+    const struct mb_plan *plan;
+    bool show_output;
+    const char *step; /* name of the layer being built, for prefixes */
+    json_t *summary;  /* --json: one entry per layer */
+};
+
+static void show_message(void *ctx, const char *text)
+{
+    struct build_view *v = ctx;
+
+    if (v->show_output)
+        fprintf(stderr, "%s\n", text);
+}
+
+static void show_output(void *ctx, const char *line)
+{
+    struct build_view *v = ctx;
+
+    if (v->show_output)
+        fprintf(stderr, "%s | %s\n", v->step != NULL ? v->step : "", line);
+}
+
+static void layer_done(void *ctx, size_t i, const struct mb_layer *layer, bool built,
+                       double seconds, uint64_t size)
+{
+    struct build_view *v = ctx;
+    char key[MB_DIGEST_STR_LEN], human[32];
+
+    mb_digest_str(&layer->key, key);
+    cli_format_size(size, human, sizeof(human));
+    if (v->summary != NULL)
+        json_array_append_new(
+            v->summary, json_pack("{s:s, s:s, s:s, s:b, s:f, s:I}", "name", layer->name, "kind",
+                                  mb_layer_kind_name(layer->kind), "key", key, "built", built,
+                                  "seconds", seconds, "size", (json_int_t)size));
+    else if (built)
+        printf("[%zu/%zu] %-16s built in %.1fs, %s\n", i + 1, v->plan->count, layer->name, seconds,
+               human);
+    else
+        printf("[%zu/%zu] %-16s cached, %s\n", i + 1, v->plan->count, layer->name, human);
+    fflush(stdout);
+    if (i + 1 < v->plan->count)
+        v->step = v->plan->layers[i + 1].name;
+}
+
+static void print_failure(const struct mb_build_failure *failure)
+{
+    if (failure->tail == NULL || failure->tail[0] == '\0')
+        return;
+    fprintf(stderr, "%s: last lines of the step's output:\n", cli_program);
+    for (const char *line = failure->tail; *line != '\0';) {
+        size_t len = strcspn(line, "\n");
+
+        fprintf(stderr, "  | %.*s\n", (int)len, line);
+        line += len + (line[len] == '\n');
+    }
+}
+
+static int run_build(struct mb_cache *cache, const struct mb_machinefile *mf,
+                     const struct build_options *opts, struct mb_error *err)
+{
+    struct build_view view = {.show_output = strcmp(opts->progress, "none") != 0};
+    struct mb_progress progress = {show_message, &view};
+    struct mb_build_options bopts = {
+        .no_cache = opts->no_cache,
+        .refresh = opts->refresh,
+        .progress = &progress,
+        .on_output = show_output,
+        .ctx = &view,
+        .on_layer = layer_done,
+    };
+    struct mb_build_failure failure;
+    struct mb_plan *plan;
+    int rc;
+
+    if (mb_plan_make(cache, mf, &plan, err) < 0)
+        return -1;
+    view.plan = plan;
+    view.step = plan->count > 0 ? plan->layers[0].name : NULL;
+    view.summary = opts->json ? json_array() : NULL;
+    catch_signals();
+    rc = mb_build_run(cache, plan, &bopts, &failure, err);
+    if (rc == 0)
+        rc = mb_plan_record(cache, plan, err);
+    if (rc < 0)
+        print_failure(&failure);
+    if (rc == 0 && view.summary != NULL) {
+        json_t *doc = json_pack("{s:i, s:s, s:O}", "version", MB_PLAN_FORMAT_VERSION, "machinefile",
+                                mf->path, "layers", view.summary);
+        char *text = json_dumps(doc, JSON_INDENT(2));
+
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(doc);
+    }
+    json_decref(view.summary);
+    free(failure.tail);
+    mb_plan_free(plan);
+    return rc;
+}
+
 int cmd_build(int argc, char **argv)
 {
     struct build_options opts = {0};
@@ -142,18 +299,16 @@ int cmd_build(int argc, char **argv)
     char *dir;
     int rc;
 
-    if (parse_options(argc, argv, &opts) < 0)
+    if (parse_options(argc, argv, &opts) != 0)
         return MB_ERR_INPUT;
-    /* NEEDSWORK: provisioning steps in VMs; until then only the plan is available. */
-    if (!opts.plan_only)
-        return cli_usage_error("build: only 'mbuild build --plan' is available in this version");
     if (mb_machinefile_load(opts.file, &mf, &err) < 0)
         return cli_fail(&err);
     dir = mb_cache_default_dir(opts.cache_dir, &err);
     rc = dir == NULL ? -1 : mb_cache_open(dir, &cache, &err);
     free(dir);
     if (rc == 0)
-        rc = show_plan(cache, mf, opts.json, &err);
+        rc = opts.plan_only ? show_plan(cache, mf, opts.json, &err)
+                            : run_build(cache, mf, &opts, &err);
     mb_cache_close(cache);
     mb_machinefile_free(mf);
     return rc < 0 ? cli_fail(&err) : 0;

@@ -45,10 +45,12 @@ struct mb_child {
 
 /*
  * Start argv[0] in a process group of its own, stdin from /dev/null, and
- * stdout and stderr into a pipe (`capture`) or to /dev/null.
+ * stdout and stderr into a pipe (`capture`) or to /dev/null. `pass_fd`,
+ * unless -1, is left open in the child under the same number (every other
+ * descriptor of ours is close-on-exec).
  */
-int mb_child_start(const char *const argv[], const char *cwd, bool capture, struct mb_child *child,
-                   struct mb_error *err);
+int mb_child_start(const char *const argv[], const char *cwd, bool capture, int pass_fd,
+                   struct mb_child *child, struct mb_error *err);
 
 /* SIGKILL the child's whole process group. */
 void mb_child_kill(const struct mb_child *child);

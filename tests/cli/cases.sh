@@ -171,10 +171,10 @@ test_missing_machinefile_is_an_input_error() {
     expect_err 'nowhere/Machinefile'
 }
 
-test_build_without_plan_says_what_is_available() {
-    run "$MBUILD" build -f "$ROOT/examples/tiny/Machinefile"
+test_build_rejects_a_bad_progress_mode() {
+    run "$MBUILD" build --progress=fancy -f "$ROOT/examples/tiny/Machinefile"
     expect_status 2
-    expect_err 'only .mbuild build --plan. is available'
+    expect_err "--progress must be auto, plain or none, not 'fancy'"
 }
 
 test_cache_ls_and_verify_on_an_empty_cache() {

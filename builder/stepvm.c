@@ -1,0 +1,295 @@
+/*
+ * Running a step VM: build QEMU's command line, then read the console
+ * line by line until QEMU exits, the step's time is up, or the user
+ * cancels. The status line carries a nonce from the kernel command line,
+ * so ordinary output cannot be mistaken for it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mbuild/cancel.h"
+#include "mbuild/net.h"
+#include "mbuild/spawn.h"
+#include "mbuild/stepvm.h"
+
+#define MARKER       "MBUILD-STEP-EXIT "
+#define LINE_MAX_LEN 4096
+#define POLL_MS      200
+
+/* What the console reader keeps between lines. */
+struct console {
+    const struct mb_step_vm *vm;
+    char nonce[33];
+    FILE *log;
+    char line[LINE_MAX_LEN];
+    size_t len;
+    char *tail[MB_STEP_TAIL_LINES];
+    size_t tail_next;
+    int exit_status;
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int make_nonce(char out[33], struct mb_error *err)
+{
+    unsigned char raw[16];
+
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "getrandom");
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/*
+ * The host's TSC rate in kHz, for the guest's tsc_early_khz=: microvm has
+ * no PIT or HPET to calibrate against and hangs without it. Under TCG the
+ * guest's TSC ticks at the host's rate.
+ */
+static unsigned long tsc_khz(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    char line[256];
+    double mhz = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "cpu MHz : %lf", &mhz) == 1)
+            break;
+    fclose(f);
+    return (unsigned long)(mhz * 1000);
+}
+
+/* A kernel message ("[    1.234] ...") rather than the step's own output. */
+static bool kernel_line(const char *line)
+{
+    size_t digits = strspn(line + 1, " 0123456789.");
+
+    return line[0] == '[' && digits > 0 && line[1 + digits] == ']';
+}
+
+static void keep_tail(struct console *c, const char *line)
+{
+    free(c->tail[c->tail_next]);
+    c->tail[c->tail_next] = strdup(line);
+    c->tail_next = (c->tail_next + 1) % MB_STEP_TAIL_LINES;
+}
+
+static void take_line(struct console *c)
+{
+    size_t marker_len = strlen(MARKER);
+    int status;
+
+    c->line[c->len] = '\0';
+    c->len = 0;
+    if (c->line[0] != '\0' && c->line[strlen(c->line) - 1] == '\r')
+        c->line[strlen(c->line) - 1] = '\0';
+    if (c->log != NULL)
+        fprintf(c->log, "%s\n", c->line);
+    if (strncmp(c->line, MARKER, marker_len) == 0 &&
+        strncmp(c->line + marker_len, c->nonce, 32) == 0 &&
+        sscanf(c->line + marker_len + 32, " %d", &status) == 1) {
+        c->exit_status = status;
+        return;
+    }
+    if (kernel_line(c->line))
+        return;
+    keep_tail(c, c->line);
+    if (c->vm->on_output != NULL)
+        c->vm->on_output(c->vm->ctx, c->line);
+}
+
+static void take_bytes(struct console *c, const char *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == '\n' || c->len == LINE_MAX_LEN - 1)
+            take_line(c);
+        if (buf[i] != '\n')
+            c->line[c->len++] = buf[i];
+    }
+}
+
+/* The tail, oldest line first, as one string. */
+static char *join_tail(struct console *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    if (f == NULL)
+        return NULL;
+    for (size_t i = 0; i < MB_STEP_TAIL_LINES; i++) {
+        char *line = c->tail[(c->tail_next + i) % MB_STEP_TAIL_LINES];
+
+        if (line != NULL)
+            fprintf(f, "%s\n", line);
+        free(line);
+        c->tail[(c->tail_next + i) % MB_STEP_TAIL_LINES] = NULL;
+    }
+    fclose(f);
+    return text;
+}
+
+enum read_end { READ_EOF, READ_TIMEOUT, READ_CANCELLED };
+
+static enum read_end read_console(struct console *c, int fd)
+{
+    long long deadline = now_ms() + (long long)c->vm->timeout_seconds * 1000;
+    char buf[8192];
+
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (mb_cancel_requested())
+            return READ_CANCELLED;
+        if (now_ms() >= deadline)
+            return READ_TIMEOUT;
+        if (poll(&p, 1, POLL_MS) <= 0)
+            continue;
+        n = read(fd, buf, sizeof(buf));
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return READ_EOF;
+        if (n > 0)
+            take_bytes(c, buf, (size_t)n);
+    }
+}
+
+struct qemu_args {
+    const char *argv[48];
+    size_t n;
+    char append[512], memory[32], cpus[16], root[1024], payload[1024], netdev[1200];
+};
+
+static void arg(struct qemu_args *q, const char *a)
+{
+    q->argv[q->n++] = a;
+}
+
+static void build_args(const struct mb_step_vm *vm, const char *nonce, const struct mb_net *net,
+                       struct qemu_args *q)
+{
+    snprintf(q->append, sizeof(q->append),
+             "console=ttyS0 quiet pci=off mitigations=off cryptomgr.notests tsc_early_khz=%lu "
+             "panic=-1 reboot=t mb.nonce=%s%s",
+             tsc_khz(), nonce, net != NULL ? " mb.net=1" : "");
+    snprintf(q->memory, sizeof(q->memory), "%lluM",
+             (unsigned long long)(vm->memory / (1024 * 1024)));
+    snprintf(q->cpus, sizeof(q->cpus), "%u", vm->cpus);
+    snprintf(q->root, sizeof(q->root),
+             "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file=%s", vm->disk);
+    snprintf(q->payload, sizeof(q->payload), "if=none,id=payload,format=raw,readonly=on,file=%s",
+             vm->payload);
+    q->n = 0;
+    arg(q, "qemu-system-x86_64");
+    arg(q, "-machine");
+    arg(q, "microvm,acpi=on");
+    /* NEEDSWORK: use KVM when /dev/kvm works (probe it with a short boot); TCG for now. */
+    arg(q, "-accel");
+    arg(q, "tcg,tb-size=64");
+    for (const char *const *a =
+             (const char *const[]){"-nodefaults", "-no-user-config", "-no-reboot", "-display",
+                                   "none", "-serial", "stdio", NULL};
+         *a != NULL; a++)
+        arg(q, *a);
+    arg(q, "-m");
+    arg(q, q->memory);
+    arg(q, "-smp");
+    arg(q, q->cpus);
+    arg(q, "-kernel");
+    arg(q, vm->appliance->kernel);
+    arg(q, "-initrd");
+    arg(q, vm->appliance->initrd);
+    arg(q, "-append");
+    arg(q, q->append);
+    arg(q, "-drive");
+    arg(q, q->root);
+    arg(q, "-device");
+    arg(q, "virtio-blk-device,drive=root");
+    arg(q, "-drive");
+    arg(q, q->payload);
+    arg(q, "-device");
+    arg(q, "virtio-blk-device,drive=payload");
+    if (net != NULL) {
+        snprintf(q->netdev, sizeof(q->netdev), "stream,id=net,server=off,addr.type=fd,addr.str=%d",
+                 net->qemu_fd);
+        arg(q, "-netdev");
+        arg(q, q->netdev);
+        arg(q, "-device");
+        arg(q, "virtio-net-device,netdev=net");
+    }
+    q->argv[q->n] = NULL;
+}
+
+static int run_qemu(const struct mb_step_vm *vm, struct console *c, struct mb_net *net,
+                    struct mb_step_outcome *out, struct mb_error *err)
+{
+    struct mb_spawn_result res = {0};
+    struct qemu_args q;
+    struct mb_child qemu;
+    enum read_end end;
+
+    build_args(vm, c->nonce, net, &q);
+    if (mb_child_start(q.argv, NULL, true, net != NULL ? net->qemu_fd : -1, &qemu, err) < 0)
+        return -1;
+    if (net != NULL)
+        mb_net_release(net);
+    end = read_console(c, qemu.out_fd);
+    if (end != READ_EOF)
+        mb_child_kill(&qemu);
+    mb_child_wait(&qemu, &res);
+    if (c->len > 0)
+        take_line(c);
+    out->timed_out = end == READ_TIMEOUT;
+    out->exit_status = c->exit_status;
+    if (end == READ_CANCELLED)
+        return mb_error_set(err, MB_ERR_INTERRUPTED, "interrupted");
+    if (end == READ_EOF && c->exit_status < 0 && res.exit_status != 0)
+        return mb_error_set(err, MB_ERR_GENERAL, "qemu-system-x86_64 failed (status %d)",
+                            res.exit_status);
+    return 0;
+}
+
+int mb_step_vm_run(const struct mb_step_vm *vm, struct mb_step_outcome *out, struct mb_error *err)
+{
+    struct console c = {.vm = vm, .exit_status = -1};
+    struct mb_net net;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->exit_status = -1;
+    if (make_nonce(c.nonce, err) < 0)
+        return -1;
+    if (vm->log != NULL && (c.log = fopen(vm->log, "ae")) == NULL)
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "open '%s'", vm->log);
+    rc = vm->network ? mb_net_start(NULL, 0, &net, err) : 0;
+    if (rc == 0) {
+        rc = run_qemu(vm, &c, vm->network ? &net : NULL, out, err);
+        if (vm->network)
+            mb_net_stop(&net);
+    }
+    out->tail = join_tail(&c);
+    if (c.log != NULL)
+        fclose(c.log);
+    return rc;
+}
+
+void mb_step_outcome_clear(struct mb_step_outcome *out)
+{
+    free(out->tail);
+    out->tail = NULL;
+}
