@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CLI tests: run mbuild and machine as a user would and check stdout,
 # stderr and the exit status of each. Each test gets its own directory
-# and cache. Usage: run.sh PATH/TO/mbuild PATH/TO/machine
+# and cache. Usage: run.sh PATH/TO/mbuild PATH/TO/machine [CASES]
+# CASES is a file of test_* functions beside this one (default cases.sh);
+# MB_TEST_ONLY=REGEX runs only the tests whose names match.
 set -u
 MBUILD=$(readlink -f "$1")
 MACHINE=$(readlink -f "$2")
@@ -34,7 +36,7 @@ expect_no_out() { grep -qE -- "$1" <<<"$out" && fail "stdout matches '$1'"; }
 
 # Run each function named test_* in a fresh directory with a fresh cache.
 main() {
-    for t in $(declare -F | awk '{print $3}' | grep '^test_'); do
+    for t in $(declare -F | awk '{print $3}' | grep '^test_' | grep -E -- "${MB_TEST_ONLY:-.}"); do
         current=$t
         ok=true
         mkdir -p "$WORK/$t"
@@ -47,5 +49,5 @@ main() {
     [[ $failed -eq 0 ]]
 }
 
-source "$ROOT/tests/cli/cases.sh"
+source "$ROOT/tests/cli/${3:-cases.sh}"
 main

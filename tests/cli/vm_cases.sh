@@ -1,0 +1,232 @@
+# Build tests that boot real VMs (the `tiny` base, QEMU under TCG when KVM
+# does not work), sourced by run.sh. Each runs in a fresh directory with a
+# fresh cache; the build appliance and the Debian packages it is made of
+# are made once in a seed cache and linked into each test's cache, since
+# they are not what these tests are about.
+
+# Link the appliance and the fetched packages of the seed cache into $MBUILD_CACHE.
+seed_cache() {
+    local seed=$WORK/seed
+    if [[ ! -d $seed/appliance ]]; then
+        mkdir -p "$seed/project"
+        printf 'version: 1\nbase: tiny\nsteps:\n  - run: "true"\n' >"$seed/project/Machinefile"
+        "$MBUILD" build --progress=none --cache "$seed/cache" -f "$seed/project/Machinefile" \
+            >/dev/null || fail "seed build failed"
+        mv "$seed/cache/appliance" "$seed/cache/debs" "$seed/"
+    fi
+    mkdir -p "$MBUILD_CACHE"
+    cp -al "$seed/appliance" "$seed/debs" "$MBUILD_CACHE/"
+}
+
+# write_machinefile TEXT: the project's Machinefile, in ./project.
+write_machinefile() {
+    mkdir -p project
+    printf '%s\n' "$1" >project/Machinefile
+}
+
+layer_count() {
+    "$MBUILD" cache ls --json | jq '.layers | length'
+}
+
+# QEMU processes started from this test's cache.
+qemu_left() {
+    pgrep -f "qemu-system.*$MBUILD_CACHE" || true
+}
+
+expect_cache_valid() {
+    run "$MBUILD" cache verify
+    [[ $status -eq 0 ]] || fail "cache verify failed: $out $err"
+    [[ -z $(ls -A "$MBUILD_CACHE/work" | grep -v '\.lock$') ]] || fail "work directory left behind"
+    [[ -z $(qemu_left) ]] || fail "a QEMU process was left running"
+}
+
+test_vm_steps_see_earlier_layers_env_and_copied_files() {
+    seed_cache
+    mkdir -p project/conf
+    printf 'copied content\n' >project/conf/app.conf
+    chmod 0640 project/conf/app.conf
+    write_machinefile 'version: 1
+base: tiny
+env: {GREETING: hello}
+steps:
+  - name: write
+    copy: [conf]
+    env: {STEP_ONLY: "one two"}
+    run: |
+      echo "conf=$(cat /work/conf/app.conf) mode=$(stat -c %a /work/conf/app.conf)"
+      echo "env=$GREETING/$STEP_ONLY"
+      mkdir -p /data && echo from-write > /data/file
+  - name: read
+    run: |
+      echo "read=$(cat /data/file)"
+      echo "env=$GREETING/${STEP_ONLY:-unset}"'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_err '^write \| conf=copied content mode=640$'
+    expect_err '^write \| env=hello/one two$'
+    expect_err '^read \| read=from-write$'
+    expect_err '^read \| env=hello/unset$'
+    expect_out '^\[3/3\] read +built in'
+    [[ $(layer_count) == 3 ]] || fail "expected 3 layers in the cache"
+    expect_cache_valid
+    # Nothing of the host reaches a stored layer: no backing path in any blob.
+    for blob in "$MBUILD_CACHE"/blobs/sha256/*; do
+        zstd -dc "$blob" 2>/dev/null | grep -qa "$MBUILD_CACHE" && fail "host path in blob $blob"
+    done
+
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_out '^\[3/3\] read +cached'
+    expect_no_out 'built'
+}
+
+test_vm_failing_step_exits_3_and_caches_nothing_of_it() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: fine, run: "echo fine > /fine"}
+  - name: broken
+    run: |
+      echo about to fail
+      exit 7'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 3
+    expect_err "step 'broken' failed with exit status 7"
+    expect_err '^  \| about to fail$'
+    [[ $(layer_count) == 2 ]] || fail "expected only base and 'fine' cached"
+    expect_cache_valid
+}
+
+test_vm_step_past_its_timeout_is_killed() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: slow, run: "echo sleeping; sleep 600", timeout: 10s}'
+    local start=$SECONDS
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 3
+    expect_err "step 'slow' timed out after 10s"
+    ((SECONDS - start < 120)) || fail "the timeout did not stop the step"
+    [[ $(layer_count) == 1 ]] || fail "expected only the base cached"
+    expect_cache_valid
+}
+
+test_vm_sigint_during_a_step_leaves_the_cache_valid() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: long, run: "echo started; sleep 600"}'
+    "$MBUILD" build -f project/Machinefile >out.txt 2>err.txt &
+    local pid=$! i
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^long | started' err.txt && break
+        sleep 0.1
+    done
+    grep -q '^long | started' err.txt || fail "the step never started"
+    kill -INT $pid
+    wait $pid
+    status=$?
+    err=$(cat err.txt)
+    expect_status 130
+    expect_err 'interrupted'
+    [[ $(layer_count) == 1 ]] || fail "expected only the base cached"
+    expect_cache_valid
+}
+
+test_vm_network_false_has_no_nic_and_true_has_one() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: online, run: "ip -4 addr show eth0 | grep -q inet && echo has-address"}
+  - {name: offline, network: false, run: "ip link show eth0 2>/dev/null && exit 1; echo no-nic"}'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_err '^online \| has-address$'
+    expect_err '^offline \| no-nic$'
+}
+
+test_vm_step_cannot_reach_services_on_the_host_loopback() {
+    seed_cache
+    local port=$((20000 + RANDOM % 20000))
+    mkdir -p served && echo host-secret >served/index.html
+    python3 -m http.server "$port" --bind 127.0.0.1 --directory served >/dev/null 2>&1 &
+    local server=$!
+    sleep 1
+    curl -s "http://127.0.0.1:$port/" | grep -q host-secret || fail "test server did not start"
+    write_machinefile "version: 1
+base: tiny
+steps:
+  - name: probe
+    run: |
+      gw=\$(ip route | awk '/default/ {print \$3}')
+      me=\$(ip -4 addr show eth0 | awk '/inet / {sub(\"/.*\", \"\", \$2); print \$2}')
+      echo \"gateway=\$gw self=\$me\"
+      for a in \$gw \$me 127.0.0.1 10.0.2.2; do
+        if timeout 5 wget -q -O - http://\$a:$port/ 2>/dev/null | grep -q host-secret; then
+          echo reached-host-via-\$a
+        fi
+      done
+      echo probe-done"
+    run "$MBUILD" build -f project/Machinefile
+    kill $server
+    expect_status 0
+    expect_err '^probe \| gateway=[0-9.]+ self=[0-9.]+$'
+    expect_err '^probe \| probe-done$'
+    grep -q 'reached-host' <<<"$err" && fail "a step reached the host's loopback"
+}
+
+test_vm_editing_the_last_step_rebuilds_only_it() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: first, run: "echo 1 > /one"}
+  - {name: last, run: "cat /one"}'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    local before
+    before=$("$MBUILD" cache ls --json | jq -r '.layers[] | select(.step == "first") | .digest')
+    sed -i 's|cat /one|cat /one; echo edited|' project/Machinefile
+    run "$MBUILD" build --plan -f project/Machinefile
+    expect_out 'miss: step script changed'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_out '^\[1/3\] base +cached'
+    expect_out '^\[2/3\] first +cached'
+    expect_out '^\[3/3\] last +built'
+    expect_err '^last \| edited$'
+    [[ $(layer_count) == 4 ]] || fail "expected base, first and two versions of last"
+    [[ $("$MBUILD" cache ls --json | jq -r '.layers[] | select(.step == "first") | .digest') == "$before" ]] ||
+        fail "layer 'first' changed"
+}
+
+# As root (CI), build as an ordinary user the test creates: nothing needs
+# root, and nothing lands outside that user's cache.
+test_vm_build_as_an_ordinary_user_leaves_nothing_outside_the_cache() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "  (already an ordinary user: the other tests cover it)" >&2
+        return
+    fi
+    id mbtest >/dev/null 2>&1 || useradd -m mbtest || fail "cannot create user mbtest"
+    local home
+    home=$(getent passwd mbtest | cut -d: -f6)
+    rm -rf "$home/.cache/mbuild" "$home/project"
+    mkdir -p "$home/project"
+    cp "$ROOT/examples/tiny/Machinefile" "$ROOT/examples/tiny/hello.sh" "$home/project/"
+    chown -R mbtest: "$home/project"
+    touch stamp
+    run runuser -u mbtest -- env -i HOME="$home" PATH=/usr/bin:/bin \
+        "$MBUILD" build -f "$home/project/Machinefile"
+    expect_status 0
+    expect_out '^\[4/4\] offline +built'
+    [[ -d $home/.cache/mbuild/blobs/sha256 ]] || fail "no cache in the user's home"
+    local stray
+    stray=$(find /tmp /var/tmp /run /dev/shm "$home" -xdev -newer stamp -user mbtest \
+        -not -path "$home" -not -path "$home/.cache" -not -path "$home/.cache/mbuild*" 2>/dev/null)
+    [[ -z $stray ]] || fail "files left outside the cache: $stray"
+    [[ -z $(pgrep -u mbtest) ]] || fail "processes of mbtest left running"
+}
