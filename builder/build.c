@@ -317,6 +317,7 @@ static int run_step(struct build *b, const struct mb_layer *layer, const char *d
         .timeout_seconds = layer_timeout(layer),
         .on_output = b->opts->on_output,
         .ctx = b->opts->ctx,
+        .progress = b->opts->progress,
     };
     int rc = 0;
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "mbuild/cancel.h"
+#include "mbuild/fsutil.h"
 #include "mbuild/net.h"
 #include "mbuild/spawn.h"
 #include "mbuild/stepvm.h"
@@ -180,8 +181,27 @@ static void arg(struct qemu_args *q, const char *a)
     q->argv[q->n++] = a;
 }
 
-static void build_args(const struct mb_step_vm *vm, const char *nonce, const struct mb_net *net,
-                       struct qemu_args *q)
+/* The disks: the layer and the payload; none for the KVM probe, which boots only. */
+static void disk_args(const struct mb_step_vm *vm, struct qemu_args *q)
+{
+    if (vm->disk == NULL)
+        return;
+    snprintf(q->root, sizeof(q->root),
+             "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file=%s", vm->disk);
+    snprintf(q->payload, sizeof(q->payload), "if=none,id=payload,format=raw,readonly=on,file=%s",
+             vm->payload);
+    arg(q, "-drive");
+    arg(q, q->root);
+    arg(q, "-device");
+    arg(q, "virtio-blk-device,drive=root");
+    arg(q, "-drive");
+    arg(q, q->payload);
+    arg(q, "-device");
+    arg(q, "virtio-blk-device,drive=payload");
+}
+
+static void build_args(const struct mb_step_vm *vm, bool kvm, const char *nonce,
+                       const struct mb_net *net, struct qemu_args *q)
 {
     snprintf(q->append, sizeof(q->append),
              "console=ttyS0 quiet pci=off mitigations=off cryptomgr.notests tsc_early_khz=%lu "
@@ -190,17 +210,19 @@ static void build_args(const struct mb_step_vm *vm, const char *nonce, const str
     snprintf(q->memory, sizeof(q->memory), "%lluM",
              (unsigned long long)(vm->memory / (1024 * 1024)));
     snprintf(q->cpus, sizeof(q->cpus), "%u", vm->cpus);
-    snprintf(q->root, sizeof(q->root),
-             "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file=%s", vm->disk);
-    snprintf(q->payload, sizeof(q->payload), "if=none,id=payload,format=raw,readonly=on,file=%s",
-             vm->payload);
     q->n = 0;
     arg(q, "qemu-system-x86_64");
     arg(q, "-machine");
     arg(q, "microvm,acpi=on");
-    /* NEEDSWORK: use KVM when /dev/kvm works (probe it with a short boot); TCG for now. */
     arg(q, "-accel");
-    arg(q, "tcg,tb-size=64");
+    if (kvm) {
+        arg(q, "kvm");
+        arg(q, "-cpu");
+        arg(q, "host");
+    } else {
+        /* A smaller translation cache: ~200 MB less host memory, no slower here. */
+        arg(q, "tcg,tb-size=64");
+    }
     for (const char *const *a =
              (const char *const[]){"-nodefaults", "-no-user-config", "-no-reboot", "-display",
                                    "none", "-serial", "stdio", NULL};
@@ -216,14 +238,7 @@ static void build_args(const struct mb_step_vm *vm, const char *nonce, const str
     arg(q, vm->appliance->initrd);
     arg(q, "-append");
     arg(q, q->append);
-    arg(q, "-drive");
-    arg(q, q->root);
-    arg(q, "-device");
-    arg(q, "virtio-blk-device,drive=root");
-    arg(q, "-drive");
-    arg(q, q->payload);
-    arg(q, "-device");
-    arg(q, "virtio-blk-device,drive=payload");
+    disk_args(vm, q);
     if (net != NULL) {
         snprintf(q->netdev, sizeof(q->netdev), "stream,id=net,server=off,addr.type=fd,addr.str=%d",
                  net->qemu_fd);
@@ -235,7 +250,7 @@ static void build_args(const struct mb_step_vm *vm, const char *nonce, const str
     q->argv[q->n] = NULL;
 }
 
-static int run_qemu(const struct mb_step_vm *vm, struct console *c, struct mb_net *net,
+static int run_qemu(const struct mb_step_vm *vm, bool kvm, struct console *c, struct mb_net *net,
                     struct mb_step_outcome *out, struct mb_error *err)
 {
     struct mb_spawn_result res = {0};
@@ -243,7 +258,7 @@ static int run_qemu(const struct mb_step_vm *vm, struct console *c, struct mb_ne
     struct mb_child qemu;
     enum read_end end;
 
-    build_args(vm, c->nonce, net, &q);
+    build_args(vm, kvm, c->nonce, net, &q);
     if (mb_child_start(q.argv, NULL, true, net != NULL ? net->qemu_fd : -1, &qemu, err) < 0)
         return -1;
     if (net != NULL)
@@ -264,6 +279,73 @@ static int run_qemu(const struct mb_step_vm *vm, struct console *c, struct mb_ne
     return 0;
 }
 
+/*
+ * Whether KVM works: /dev/kvm can exist and still fail (here `-cpu host`
+ * aborts and other models hang silently), so boot the appliance with no
+ * disks under KVM and a short timeout, and expect its init to report
+ * that it found no layer (status 125). The answer is kept beside the
+ * appliance for the rest of the host's uptime.
+ */
+static bool probe_kvm(const struct mb_step_vm *vm)
+{
+    struct mb_step_vm probe = {
+        .appliance = vm->appliance, .cpus = 1, .memory = 256 * 1024 * 1024, .timeout_seconds = 15};
+    struct console c = {.vm = &probe, .exit_status = -1};
+    struct mb_step_outcome out = {0};
+    struct mb_error err;
+    int rc = make_nonce(c.nonce, &err);
+
+    if (rc == 0)
+        rc = run_qemu(&probe, true, &c, NULL, &out, &err);
+    for (size_t i = 0; i < MB_STEP_TAIL_LINES; i++)
+        free(c.tail[i]);
+    return rc == 0 && out.exit_status == 125;
+}
+
+static char *kvm_answer_path(const struct mb_step_vm *vm)
+{
+    char boot_id[64] = "unknown", *path;
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+    if (f != NULL) {
+        if (fscanf(f, "%63s", boot_id) != 1)
+            strcpy(boot_id, "unknown");
+        fclose(f);
+    }
+    return asprintf(&path, "%s/kvm-%s", vm->appliance->dir, boot_id) < 0 ? NULL : path;
+}
+
+static bool use_kvm(const struct mb_step_vm *vm)
+{
+    const char *forced = getenv("MBUILD_ACCEL");
+    char *path, answer = '0';
+    struct mb_error err;
+    int fd;
+
+    if (forced != NULL && forced[0] != '\0')
+        return strcmp(forced, "kvm") == 0;
+    fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    close(fd);
+    path = kvm_answer_path(vm);
+    if (path == NULL)
+        return false;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &answer, 1) != 1) {
+        mb_progress_say(vm->progress, "checking whether KVM works (once per boot of this host)");
+        answer = probe_kvm(vm) ? '1' : '0';
+        if (answer == '0')
+            mb_progress_say(vm->progress, "KVM does not work here: steps run under emulation "
+                                          "(TCG), 10 to 25 times slower");
+        mb_fs_write_atomic(path, &answer, 1, &err); /* a lost answer only costs a probe */
+    }
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return answer == '1';
+}
+
 int mb_step_vm_run(const struct mb_step_vm *vm, struct mb_step_outcome *out, struct mb_error *err)
 {
     struct console c = {.vm = vm, .exit_status = -1};
@@ -278,7 +360,7 @@ int mb_step_vm_run(const struct mb_step_vm *vm, struct mb_step_outcome *out, str
         return mb_error_errno(err, MB_ERR_GENERAL, errno, "open '%s'", vm->log);
     rc = vm->network ? mb_net_start(NULL, 0, &net, err) : 0;
     if (rc == 0) {
-        rc = run_qemu(vm, &c, vm->network ? &net : NULL, out, err);
+        rc = run_qemu(vm, use_kvm(vm), &c, vm->network ? &net : NULL, out, err);
         if (vm->network)
             mb_net_stop(&net);
     }
