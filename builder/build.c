@@ -19,6 +19,7 @@
 #include "mbuild/base.h"
 #include "mbuild/build.h"
 #include "mbuild/cancel.h"
+#include "mbuild/download.h"
 #include "mbuild/fsutil.h"
 #include "mbuild/payload.h"
 #include "mbuild/qcow2.h"
@@ -234,18 +235,14 @@ char *mb_build_unpacked_layer(struct mb_cache *cache, const struct mb_digest *ke
     return NULL;
 }
 
-/* The local image named by `base:`, as a standalone qcow2 at `dest`. */
-static int import_local_base(const struct mb_machinefile *mf, const char *dest,
-                             struct mb_error *err)
+/* An image from outside as a standalone qcow2 at `dest`: a qcow2 is checked before use. */
+static int import_image(const char *src, const char *dest, struct mb_error *err)
 {
     static const unsigned char qcow2_magic[4] = {'Q', 'F', 'I', 0xfb};
-    char *src = mb_path_join(mf->project_dir, mf->base);
     unsigned char magic[4] = {0};
     bool qcow2;
     int fd, rc;
 
-    if (src == NULL)
-        return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
     fd = open(src, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || mb_fs_read_all(fd, magic, sizeof(magic), err) < 0) {
         rc = mb_error_errno(err, MB_ERR_INPUT, errno, "read '%s'", src);
@@ -257,20 +254,83 @@ static int import_local_base(const struct mb_machinefile *mf, const char *dest,
     }
     if (fd >= 0)
         close(fd);
-    free(src);
     return rc;
 }
 
-static int make_base(struct build *b, const char *dest, struct mb_error *err)
+/* 1 when `path` exists and holds content of digest `want`, else 0. */
+static int verified(const char *path, const struct mb_digest *want)
+{
+    struct mb_digest got;
+    struct mb_error err;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int ok = fd >= 0 && mb_sha256_fd(fd, &got, &err) == 0 && mb_digest_equal(&got, want);
+
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* A URL base, downloaded once into <cache>/downloads/<hex> and re-verified on use. */
+static int import_remote_base(struct build *b, const char *dest, struct mb_error *err)
+{
+    const struct mb_machinefile *mf = b->plan->mf;
+    struct mb_digest want;
+    char *dir = mb_path_join(mb_cache_dir(b->cache), "downloads"), *path;
+    int rc;
+
+    if (mb_digest_parse(mf->base_digest, &want, err) < 0) {
+        free(dir);
+        return -1;
+    }
+    path = key_path(b->cache, "downloads", &want, "");
+    rc = dir != NULL && path != NULL ? mb_fs_mkdir_p(dir, 0755, err)
+                                     : mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+    if (rc == 0 && !verified(path, &want))
+        rc = mb_download(mf->base, &want, path, b->opts->progress, err);
+    if (rc == 0)
+        rc = import_image(path, dest, err);
+    free(dir);
+    free(path);
+    return rc < 0 ? mb_error_prefix(err, "%s:%u:%u: base", mf->path, mf->base_mark.line,
+                                    mf->base_mark.column)
+                  : 0;
+}
+
+/*
+ * A local image: it must still hold the content its key was computed from
+ * (the layer's text is "image sha256:..."), so a file changed or swapped
+ * since the plan fails instead of being stored under the wrong key.
+ */
+static int import_local_base(const struct mb_machinefile *mf, const struct mb_layer *layer,
+                             const char *dest, struct mb_error *err)
+{
+    char *src = mb_path_join(mf->project_dir, mf->base);
+    struct mb_digest want;
+    int rc;
+
+    if (src == NULL)
+        return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+    rc = strncmp(layer->text, "image ", 6) == 0 ? mb_digest_parse(layer->text + 6, &want, err)
+                                                : mb_error_set(err, MB_ERR_GENERAL, "no digest");
+    if (rc == 0 && !verified(src, &want))
+        rc = mb_error_set(err, MB_ERR_INPUT, "'%s' changed since it was planned", mf->base);
+    if (rc == 0)
+        rc = import_image(src, dest, err);
+    free(src);
+    return rc < 0 ? mb_error_prefix(err, "%s:%u:%u: base", mf->path, mf->base_mark.line,
+                                    mf->base_mark.column)
+                  : 0;
+}
+
+static int make_base(struct build *b, const struct mb_layer *layer, const char *dest,
+                     struct mb_error *err)
 {
     const struct mb_machinefile *mf = b->plan->mf;
 
     if (mf->base_digest != NULL)
-        /* NEEDSWORK: download an https base with libcurl and verify its digest. */
-        return mb_error_set(err, MB_ERR_INPUT, "%s:%u:%u: https bases are not supported yet",
-                            mf->path, mf->base_mark.line, mf->base_mark.column);
+        return import_remote_base(b, dest, err);
     if (mb_recipe_find(mf->base) == NULL)
-        return import_local_base(mf, dest, err);
+        return import_local_base(mf, layer, dest, err);
     mb_progress_say(b->opts->progress, "base: making the '%s' image", mf->base);
     if (strcmp(mf->base, "tiny") == 0)
         return mb_base_make_tiny(mb_cache_dir(b->cache), dest, err);
@@ -356,7 +416,7 @@ static int make_disk(struct build *b, const struct mb_layer *layer, const char *
     int rc;
 
     if (layer->kind == MB_LAYER_BASE)
-        return make_base(b, disk, err);
+        return make_base(b, layer, disk, err);
     if (layer->kind == MB_LAYER_PACKAGES && packages_possible(b->plan->mf, err) < 0)
         return -1;
     parent = mb_build_unpacked_layer(b->cache, &layer->parent, err);

@@ -1757,10 +1757,30 @@ static int check_targets(struct ctx *c, const struct mb_machinefile *mf)
     return rc;
 }
 
+/*
+ * The part of a URL after its scheme: https:// anywhere, or plain http://
+ * to this machine's loopback only (a local mirror or a test server; the
+ * digest pins the content either way). NULL for anything else.
+ */
+static const char *url_rest(const char *text)
+{
+    static const char *const loopback[] = {"http://127.0.0.1", "http://localhost", "http://[::1]"};
+
+    if (strncmp(text, "https://", 8) == 0)
+        return text + 8;
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        size_t len = strlen(loopback[i]);
+
+        if (strncmp(text, loopback[i], len) == 0 && strchr(":/", text[len]) != NULL &&
+            text[len] != '\0')
+            return text + 7;
+    }
+    return NULL;
+}
+
 static int parse_url(struct ctx *c, const struct node *n, void *slot)
 {
-    static const char scheme[] = "https://";
-    const char *text;
+    const char *text, *rest;
     struct shown s;
     bool clean = true;
 
@@ -1768,8 +1788,8 @@ static int parse_url(struct ctx *c, const struct node *n, void *slot)
         return -1;
     for (const char *p = text; *p != '\0'; p++)
         clean = clean && (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f;
-    if (strncmp(text, scheme, strlen(scheme)) != 0 || !clean || text[strlen(scheme)] == '\0' ||
-        text[strlen(scheme)] == '/')
+    rest = url_rest(text);
+    if (rest == NULL || !clean || rest[0] == '\0' || rest[0] == '/')
         return fail(c, n->mark, "%s must be an https:// URL, got '%s'", c->label, show(text, &s));
     return dup_into(c, text, slot);
 }

@@ -230,3 +230,101 @@ test_vm_build_as_an_ordinary_user_leaves_nothing_outside_the_cache() {
     [[ -z $stray ]] || fail "files left outside the cache: $stray"
     [[ -z $(pgrep -u mbtest) ]] || fail "processes of mbtest left running"
 }
+
+# The tiny base as a raw image at $1, made through a base-only build.
+tiny_raw_image() {
+    mkdir -p tinybase
+    printf 'version: 1\nbase: tiny\n' >tinybase/Machinefile
+    "$MBUILD" build --progress=none -f tinybase/Machinefile >/dev/null || fail "tiny base build"
+    local key
+    key=$("$MBUILD" build --plan --json -f tinybase/Machinefile | jq -r '.layers[0].key')
+    qemu-img convert -f qcow2 -O raw "$MBUILD_CACHE/layers/${key#sha256:}.qcow2" "$1"
+}
+
+test_vm_local_image_and_url_bases() {
+    seed_cache
+    mkdir -p project
+    tiny_raw_image project/root.img
+    write_machinefile 'version: 1
+base: root.img
+steps:
+  - {name: hello, run: "echo from-local-base"}'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_err '^hello \| from-local-base$'
+
+    # Other content than root.img (same bytes would be the same, already cached, base).
+    local port=$((20000 + RANDOM % 20000)) digest
+    cp project/root.img project/url.img
+    truncate -s +1M project/url.img
+    digest=sha256:$(sha256sum project/url.img | cut -d' ' -f1)
+    python3 -m http.server "$port" --bind 127.0.0.1 --directory project >/dev/null 2>&1 &
+    local server=$!
+    sleep 1
+    write_machinefile "version: 1
+base: {url: \"http://127.0.0.1:$port/url.img\", digest: \"$digest\"}
+steps:
+  - {name: hello, run: \"echo from-url-base\"}"
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_err '^hello \| from-url-base$'
+    [[ -f $MBUILD_CACHE/downloads/${digest#sha256:} ]] || fail "download not kept"
+
+    # The same URL pinned to other content: refused, nothing kept, nothing built.
+    local before
+    before=$(layer_count)
+    sed -i "s/$digest/sha256:$(printf '%064d' 0)/" project/Machinefile
+    run "$MBUILD" build -f project/Machinefile
+    kill $server
+    expect_status 4
+    expect_err "not the pinned sha256:0000"
+    [[ $(layer_count) == "$before" ]] || fail "a layer was stored"
+    [[ -z $(ls "$MBUILD_CACHE/downloads" | grep -v "^${digest#sha256:}$") ]] ||
+        fail "unverified download kept"
+}
+
+test_vm_hostile_qcow2_base_is_refused_before_use() {
+    seed_cache
+    mkdir -p project
+    qemu-img create -q -f qcow2 -F raw -b /etc/passwd project/evil.qcow2
+    write_machinefile 'version: 1
+base: evil.qcow2
+steps:
+  - {run: "true"}'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 4
+    expect_err "Machinefile:2:7: base: check .*evil.qcow2.: has an unexpected backing file '/etc/passwd'"
+    [[ $(layer_count) == 0 ]] || fail "a layer was stored"
+}
+
+test_vm_packages_need_a_base_with_a_package_manager() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+packages: [git]
+steps:
+  - {run: "true"}'
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 2
+    expect_err "Machinefile:3:[0-9]+: base 'tiny' has no package manager"
+}
+
+test_vm_refresh_rebuilds_everything_and_json_reports_it() {
+    seed_cache
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: only, run: "true"}'
+    run "$MBUILD" build --json --progress=none -f project/Machinefile
+    expect_status 0
+    [[ $(jq -r '[.layers[].built] | all' <<<"$out") == true ]] || fail "first build not all built"
+    [[ -z $err ]] || fail "--progress=none printed: $err"
+    run "$MBUILD" build --json -f project/Machinefile
+    [[ $(jq -r '[.layers[].built] | any' <<<"$out") == false ]] || fail "second build built"
+    run "$MBUILD" build --no-cache --json -f project/Machinefile
+    [[ $(jq -r '[.layers[].built] | join(",")' <<<"$out") == false,true ]] ||
+        fail "--no-cache should rebuild all but the base"
+    run "$MBUILD" build --refresh --json -f project/Machinefile
+    [[ $(jq -r '[.layers[].built] | all' <<<"$out") == true ]] || fail "--refresh rebuilt not all"
+    expect_cache_valid
+}
