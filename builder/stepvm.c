@@ -60,7 +60,7 @@ static int make_nonce(char out[33], struct mb_error *err)
  * no PIT or HPET to calibrate against and hangs without it. Under TCG the
  * guest's TSC ticks at the host's rate.
  */
-static unsigned long tsc_khz(void)
+unsigned long mb_vm_tsc_khz(void)
 {
     FILE *f = fopen("/proc/cpuinfo", "re");
     char line[256];
@@ -206,7 +206,7 @@ static void build_args(const struct mb_step_vm *vm, bool kvm, const char *nonce,
     snprintf(q->append, sizeof(q->append),
              "console=ttyS0 quiet pci=off mitigations=off cryptomgr.notests tsc_early_khz=%lu "
              "panic=-1 reboot=t mb.nonce=%s%s",
-             tsc_khz(), nonce, net != NULL ? " mb.net=1" : "");
+             mb_vm_tsc_khz(), nonce, net != NULL ? " mb.net=1" : "");
     snprintf(q->memory, sizeof(q->memory), "%lluM",
              (unsigned long long)(vm->memory / (1024 * 1024)));
     snprintf(q->cpus, sizeof(q->cpus), "%u", vm->cpus);
@@ -286,10 +286,10 @@ static int run_qemu(const struct mb_step_vm *vm, bool kvm, struct console *c, st
  * that it found no layer (status 125). The answer is kept beside the
  * appliance for the rest of the host's uptime.
  */
-static bool probe_kvm(const struct mb_step_vm *vm)
+static bool probe_kvm(const struct mb_appliance *appliance)
 {
     struct mb_step_vm probe = {
-        .appliance = vm->appliance, .cpus = 1, .memory = 256 * 1024 * 1024, .timeout_seconds = 15};
+        .appliance = appliance, .cpus = 1, .memory = 256 * 1024 * 1024, .timeout_seconds = 15};
     struct console c = {.vm = &probe, .exit_status = -1};
     struct mb_step_outcome out = {0};
     struct mb_error err;
@@ -302,7 +302,7 @@ static bool probe_kvm(const struct mb_step_vm *vm)
     return rc == 0 && out.exit_status == 125;
 }
 
-static char *kvm_answer_path(const struct mb_step_vm *vm)
+static char *kvm_answer_path(const struct mb_appliance *appliance)
 {
     char boot_id[64] = "unknown", *path;
     FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
@@ -312,10 +312,10 @@ static char *kvm_answer_path(const struct mb_step_vm *vm)
             strcpy(boot_id, "unknown");
         fclose(f);
     }
-    return asprintf(&path, "%s/kvm-%s", vm->appliance->dir, boot_id) < 0 ? NULL : path;
+    return asprintf(&path, "%s/kvm-%s", appliance->dir, boot_id) < 0 ? NULL : path;
 }
 
-static bool use_kvm(const struct mb_step_vm *vm)
+bool mb_vm_use_kvm(const struct mb_appliance *appliance, const struct mb_progress *progress)
 {
     const char *forced = getenv("MBUILD_ACCEL");
     char *path, answer = '0';
@@ -328,16 +328,16 @@ static bool use_kvm(const struct mb_step_vm *vm)
     if (fd < 0)
         return false;
     close(fd);
-    path = kvm_answer_path(vm);
+    path = kvm_answer_path(appliance);
     if (path == NULL)
         return false;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || read(fd, &answer, 1) != 1) {
-        mb_progress_say(vm->progress, "checking whether KVM works (once per boot of this host)");
-        answer = probe_kvm(vm) ? '1' : '0';
+        mb_progress_say(progress, "checking whether KVM works (once per boot of this host)");
+        answer = probe_kvm(appliance) ? '1' : '0';
         if (answer == '0')
-            mb_progress_say(vm->progress, "KVM does not work here: steps run under emulation "
-                                          "(TCG), 10 to 25 times slower");
+            mb_progress_say(progress, "KVM does not work here: steps run under emulation "
+                                      "(TCG), 10 to 25 times slower");
         mb_fs_write_atomic(path, &answer, 1, &err); /* a lost answer only costs a probe */
     }
     if (fd >= 0)
@@ -360,7 +360,8 @@ int mb_step_vm_run(const struct mb_step_vm *vm, struct mb_step_outcome *out, str
         return mb_error_errno(err, MB_ERR_GENERAL, errno, "open '%s'", vm->log);
     rc = vm->network ? mb_net_start(NULL, 0, &net, err) : 0;
     if (rc == 0) {
-        rc = run_qemu(vm, use_kvm(vm), &c, vm->network ? &net : NULL, out, err);
+        rc = run_qemu(vm, mb_vm_use_kvm(vm->appliance, vm->progress), &c, vm->network ? &net : NULL,
+                      out, err);
         if (vm->network)
             mb_net_stop(&net);
     }

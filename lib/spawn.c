@@ -67,6 +67,29 @@ int mb_child_start(const char *const argv[], const char *cwd, bool capture, int 
     return 0;
 }
 
+int mb_spawn_detached(const char *const argv[], const char *log, int pass_fd, pid_t *pid,
+                      struct mb_error *err)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc;
+
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (pass_fd >= 0)
+        posix_spawn_file_actions_adddup2(&actions, pass_fd, pass_fd);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+    rc = posix_spawnp(pid, argv[0], &actions, &attr, (char *const *)argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, rc, "run '%s'", argv[0]);
+    return 0;
+}
+
 void mb_child_kill(const struct mb_child *child)
 {
     kill(-child->pid, SIGKILL);

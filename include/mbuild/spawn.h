@@ -52,6 +52,14 @@ struct mb_child {
 int mb_child_start(const char *const argv[], const char *cwd, bool capture, int pass_fd,
                    struct mb_child *child, struct mb_error *err);
 
+/*
+ * Start argv[0] as a daemon that outlives us: a session of its own (so a
+ * Ctrl-C at our terminal does not reach it), stdin from /dev/null, stdout
+ * and stderr appended to `log`, `pass_fd` (unless -1) kept open.
+ */
+int mb_spawn_detached(const char *const argv[], const char *log, int pass_fd, pid_t *pid,
+                      struct mb_error *err);
+
 /* SIGKILL the child's whole process group. */
 void mb_child_kill(const struct mb_child *child);
 

@@ -54,4 +54,13 @@ int mb_step_vm_run(const struct mb_step_vm *vm, struct mb_step_outcome *out, str
 
 void mb_step_outcome_clear(struct mb_step_outcome *out);
 
+/*
+ * Shared with the machine runtime, which boots the same appliance:
+ * whether KVM works here (probed once per host boot, or MBUILD_ACCEL=kvm
+ * or tcg), and the host's TSC rate in kHz for the guest's tsc_early_khz=
+ * (microvm has no PIT or HPET to calibrate against; 0 when unknown).
+ */
+bool mb_vm_use_kvm(const struct mb_appliance *appliance, const struct mb_progress *progress);
+unsigned long mb_vm_tsc_khz(void);
+
 #endif

@@ -1,0 +1,721 @@
+/*
+ * Booting and stopping a machine: its keys, volumes and root overlay,
+ * then passt and QEMU as daemons that outlive `machine start`, and a wait
+ * until the guest answers ssh.
+ *
+ * The guest side is the appliance's init in machine mode: it mounts the
+ * root, the volumes (mb.vol=DEV:TARGET) and the project shares
+ * (mb.share=TAG:TARGET:ro|rw:9p), installs the keys QEMU passes through
+ * fw_cfg (opt/mbuild/authorized_keys, opt/mbuild/host_key) and hands over
+ * to the image's own /sbin/init.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "machine_internal.h"
+#include "mbuild/fsutil.h"
+#include "mbuild/qcow2.h"
+#include "mbuild/spawn.h"
+#include "mbuild/stepvm.h"
+
+#define MAX_ARGS 256
+#define SSH_TRY_TIMEOUT_MS 15000
+#define STOP_TIMEOUT_MS 30000
+
+/* An argv whose strings it owns. */
+struct args {
+    char *v[MAX_ARGS + 1];
+    size_t n;
+    bool oom;
+};
+
+static void add(struct args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add(struct args *a, const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+
+    va_start(ap, fmt);
+    if (a->n == MAX_ARGS || vasprintf(&s, fmt, ap) < 0)
+        a->oom = true;
+    else
+        a->v[a->n++] = s;
+    va_end(ap);
+    a->v[a->n] = NULL;
+}
+
+static void args_free(struct args *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    a->n = 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run a helper program to completion; a non-zero exit is an error carrying its output. */
+static int run_tool(const char *const argv[], struct mb_error *err)
+{
+    struct mb_spawn_options opts = {60000, 4096, NULL};
+    struct mb_spawn_result res;
+    int rc = 0;
+
+    if (mb_spawn_capture(argv, &opts, &res, err) < 0)
+        return -1;
+    if (res.exit_status != 0)
+        rc = mb_error_set(err, MB_ERR_GENERAL, "%s failed: %.*s", argv[0],
+                          (int)strcspn(res.output, "\n"), res.output);
+    mb_spawn_result_free(&res);
+    return rc;
+}
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static int make_key(const struct mb_machine *m, const char *file, struct mb_error *err)
+{
+    char *path = machine_path(m, file), comment[96];
+    int rc = 0;
+
+    snprintf(comment, sizeof(comment), "machine-%s", m->name);
+    if (path != NULL && !exists(path)) {
+        const char *argv[] = {"ssh-keygen", "-q", "-t", "ed25519", "-N", "",
+                              "-C",         comment, "-f", path, NULL};
+
+        rc = run_tool(argv, err);
+    }
+    free(path);
+    return rc;
+}
+
+/* The client key, the guest's host key, and known_hosts pinning the latter. */
+static int ensure_keys(const struct mb_machine *m, struct mb_error *err)
+{
+    char *pub = machine_path(m, "host_ed25519.pub"), *known = machine_path(m, "known_hosts");
+    char *text = NULL, *line = NULL;
+    size_t len;
+    int rc = make_key(m, "id_ed25519", err);
+
+    if (rc == 0)
+        rc = make_key(m, "host_ed25519", err);
+    if (rc == 0)
+        rc = mb_fs_read_file(pub, 4096, &text, &len, err);
+    if (rc == 0) {
+        text[strcspn(text, "\n")] = '\0';
+        rc = asprintf(&line, "machine-%s %s\n", m->name, text) < 0
+                 ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+                 : mb_fs_write_atomic(known, line, strlen(line), err);
+    }
+    free(text);
+    free(line);
+    free(pub);
+    free(known);
+    return rc < 0 ? mb_error_prefix(err, "make ssh keys") : 0;
+}
+
+static char *mke2fs_path(void)
+{
+    return strdup(access("/usr/sbin/mke2fs", X_OK) == 0 ? "/usr/sbin/mke2fs"
+                  : access("/sbin/mke2fs", X_OK) == 0   ? "/sbin/mke2fs"
+                                                        : "mke2fs");
+}
+
+/* A volume is an ext4 file system in a sparse raw file, made on first use. */
+static int make_volume(const char *path, const struct mb_volume *v, struct mb_error *err)
+{
+    char *part = NULL, *mke2fs = mke2fs_path();
+    int fd, rc;
+
+    rc = asprintf(&part, "%s.part", path) < 0 || mke2fs == NULL
+             ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+             : 0;
+    fd = rc == 0 ? open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    if (rc == 0 && (fd < 0 || ftruncate(fd, (off_t)v->size) < 0))
+        rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "create '%s'", part);
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0) {
+        const char *argv[] = {mke2fs, "-q", "-F", "-t", "ext4", "-L", v->name, part, NULL};
+
+        rc = run_tool(argv, err);
+    }
+    if (rc == 0 && rename(part, path) < 0)
+        rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "publish '%s'", path);
+    if (rc < 0 && part != NULL)
+        unlink(part);
+    free(part);
+    free(mke2fs);
+    return rc < 0 ? mb_error_prefix(err, "volume '%s'", v->name) : 0;
+}
+
+static char *volume_path(const struct mb_machine *m, const struct mb_volume *v)
+{
+    char *path;
+
+    return asprintf(&path, "%s/volumes/%s.img", m->dir, v->name) < 0 ? NULL : path;
+}
+
+static int ensure_volumes(const struct mb_machine *m, const struct mb_machinefile *mf,
+                          struct mb_error *err)
+{
+    char *dir = machine_path(m, "volumes");
+    int rc = mf->volume_count > 0 ? mb_fs_mkdir_p(dir, 0700, err) : 0;
+
+    for (size_t i = 0; rc == 0 && i < mf->volume_count; i++) {
+        char *path = volume_path(m, &mf->volumes[i]);
+
+        if (path == NULL)
+            rc = mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+        else if (!exists(path))
+            rc = make_volume(path, &mf->volumes[i], err);
+        free(path);
+    }
+    free(dir);
+    return rc;
+}
+
+/* A free TCP port on 127.0.0.1 for the guest's ssh, as the kernel picks it. */
+static int free_port(int *port, struct mb_error *err)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = 0;
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "find a free port");
+    *port = ntohs(addr.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static int write_pid(const struct mb_machine *m, const char *file, pid_t pid,
+                     struct mb_error *err)
+{
+    char *path = machine_path(m, file), text[32];
+    int rc;
+
+    snprintf(text, sizeof(text), "%d\n", (int)pid);
+    rc = path == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+                      : mb_fs_write_atomic(path, text, strlen(text), err);
+    free(path);
+    return rc;
+}
+
+/* passt on one end of a socket pair, forwarding ssh and the Machinefile's ports. */
+static int start_passt(const struct mb_machine *m, const struct mb_machinefile *mf, int *qemu_fd,
+                       struct mb_error *err)
+{
+    struct args a = {0};
+    int pair[2], rc;
+    pid_t pid;
+    char *log = machine_path(m, "passt.log");
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "socketpair");
+    add(&a, "passt");
+    add(&a, "--foreground");
+    add(&a, "--quiet");
+    add(&a, "--no-map-gw");
+    add(&a, "--fd");
+    add(&a, "%d", pair[0]);
+    add(&a, "--pid");
+    add(&a, "%s/passt.pid", m->dir);
+    add(&a, "-t");
+    add(&a, "127.0.0.1/%d:22", m->ssh_port);
+    for (size_t i = 0; i < mf->port_count; i++) {
+        add(&a, "-t");
+        add(&a, "127.0.0.1/%u:%u", mf->ports[i].host, mf->ports[i].guest);
+    }
+    rc = a.oom || log == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+                              : mb_spawn_detached((const char *const *)a.v, log, pair[0], &pid, err);
+    if (rc == 0)
+        rc = write_pid(m, "passt.pid", pid, err);
+    close(pair[0]);
+    if (rc == 0)
+        *qemu_fd = pair[1];
+    else
+        close(pair[1]);
+    args_free(&a);
+    free(log);
+    return rc < 0 ? mb_error_prefix(err, "start passt") : 0;
+}
+
+/* The kernel command line: machine mode, network, volumes and shares. */
+static void kernel_append(struct args *a, const struct mb_machinefile *mf)
+{
+    char line[4096];
+    size_t len;
+
+    len = (size_t)snprintf(line, sizeof(line),
+                           "console=ttyS0 quiet pci=off mitigations=off cryptomgr.notests "
+                           "tsc_early_khz=%lu panic=-1 mb.mode=machine mb.net=1",
+                           mb_vm_tsc_khz());
+    for (size_t i = 0; i < mf->volume_count && len < sizeof(line); i++)
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.vol=vd%c:%s",
+                                (char)('b' + i), mf->volumes[i].target);
+    for (size_t i = 0; i < mf->mount_count && len < sizeof(line); i++)
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.share=m%zu:%s:%s:9p", i,
+                                mf->mounts[i].target, mf->mounts[i].writable ? "rw" : "ro");
+    add(a, "-append");
+    add(a, "%s", line);
+}
+
+static void disk_args(struct args *a, const struct mb_machine *m,
+                      const struct mb_machinefile *mf)
+{
+    add(a, "-drive");
+    add(a, "if=none,id=root,format=qcow2,discard=unmap,file=%s/root.qcow2", m->dir);
+    add(a, "-device");
+    add(a, "virtio-blk-device,drive=root");
+    for (size_t i = 0; i < mf->volume_count; i++) {
+        add(a, "-drive");
+        add(a, "if=none,id=vol%zu,format=raw,discard=unmap,file=%s/volumes/%s.img", i, m->dir,
+            mf->volumes[i].name);
+        add(a, "-device");
+        add(a, "virtio-blk-device,drive=vol%zu", i);
+    }
+    /* NEEDSWORK: virtiofs (faster) where virtiofsd runs unprivileged; 9p for now. */
+    for (size_t i = 0; i < mf->mount_count; i++) {
+        add(a, "-fsdev");
+        add(a, "local,id=fs%zu,path=%s/%s,security_model=none%s", i, mf->project_dir,
+            mf->mounts[i].source, mf->mounts[i].writable ? "" : ",readonly=on");
+        add(a, "-device");
+        add(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=m%zu", i, i);
+    }
+}
+
+static int start_qemu(const struct mb_machine_start *o, const struct mb_machine *m, int net_fd,
+                      pid_t *pid, struct mb_error *err)
+{
+    const struct mb_machinefile *mf = o->mf;
+    bool kvm = mb_vm_use_kvm(o->appliance, o->progress);
+    char *log = machine_path(m, "console.log");
+    struct args a = {0};
+    int rc;
+
+    add(&a, "qemu-system-x86_64");
+    add(&a, "-name");
+    add(&a, "machine-%s", m->name);
+    add(&a, "-machine");
+    add(&a, "microvm,acpi=on");
+    add(&a, "-accel");
+    add(&a, "%s", kvm ? "kvm" : "tcg,tb-size=64");
+    if (kvm) {
+        add(&a, "-cpu");
+        add(&a, "host");
+    }
+    add(&a, "-m");
+    add(&a, "%lluM", (unsigned long long)(mf->memory / (1024 * 1024)));
+    add(&a, "-smp");
+    add(&a, "%u", mf->cpus);
+    for (const char *const *s = (const char *const[]){"-nodefaults", "-no-user-config",
+                                                      "-no-reboot", "-display", "none",
+                                                      "-serial", "stdio", NULL};
+         *s != NULL; s++)
+        add(&a, "%s", *s);
+    add(&a, "-kernel");
+    add(&a, "%s", o->appliance->kernel);
+    add(&a, "-initrd");
+    add(&a, "%s", o->appliance->initrd);
+    kernel_append(&a, mf);
+    disk_args(&a, m, mf);
+    add(&a, "-fw_cfg");
+    add(&a, "name=opt/mbuild/authorized_keys,file=%s/id_ed25519.pub", m->dir);
+    add(&a, "-fw_cfg");
+    add(&a, "name=opt/mbuild/host_key,file=%s/host_ed25519", m->dir);
+    add(&a, "-netdev");
+    add(&a, "stream,id=net,server=off,addr.type=fd,addr.str=%d", net_fd);
+    add(&a, "-device");
+    add(&a, "virtio-net-device,netdev=net");
+    /* Memory the guest frees goes back to the host. */
+    add(&a, "-device");
+    add(&a, "virtio-balloon-device,free-page-reporting=on");
+    rc = a.oom || log == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+                              : mb_spawn_detached((const char *const *)a.v, log, net_fd, pid, err);
+    if (rc == 0)
+        rc = write_pid(m, "qemu.pid", *pid, err);
+    args_free(&a);
+    free(log);
+    return rc;
+}
+
+/* The last lines of the console, for an error about a VM that did not come up. */
+static void console_tail(const struct mb_machine *m, char *out, size_t size)
+{
+    char *path = machine_path(m, "console.log");
+    int fd = path == NULL ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    off_t end = fd < 0 ? 0 : lseek(fd, 0, SEEK_END);
+    ssize_t n = 0;
+
+    out[0] = '\0';
+    if (fd >= 0 && lseek(fd, end > (off_t)size - 1 ? end - (off_t)size + 1 : 0, SEEK_SET) >= 0)
+        n = read(fd, out, size - 1);
+    out[n > 0 ? n : 0] = '\0';
+    if (fd >= 0)
+        close(fd);
+    free(path);
+}
+
+static bool ssh_answers(const struct mb_machine *m)
+{
+    char *const command[] = {"true", NULL};
+    struct mb_spawn_options opts = {SSH_TRY_TIMEOUT_MS, 4096, NULL};
+    struct mb_spawn_result res;
+    struct mb_error err;
+    char **argv = mb_machine_ssh_argv(m, false, command, &err);
+    bool ok = false;
+
+    if (argv != NULL && mb_spawn_capture((const char *const *)argv, &opts, &res, &err) == 0) {
+        ok = res.exit_status == 0;
+        mb_spawn_result_free(&res);
+    }
+    mb_machine_argv_free(argv);
+    return ok;
+}
+
+static int wait_ready(const struct mb_machine *m, pid_t qemu, unsigned timeout_s,
+                      struct mb_error *err)
+{
+    long long deadline = now_ms() + (long long)timeout_s * 1000;
+    char tail[1500];
+    int status;
+
+    while (now_ms() < deadline) {
+        if (waitpid(qemu, &status, WNOHANG) == qemu || kill(qemu, 0) < 0) {
+            console_tail(m, tail, sizeof(tail));
+            return mb_error_set(err, MB_ERR_GENERAL, "the VM stopped while booting; console:\n%s",
+                                tail);
+        }
+        if (ssh_answers(m))
+            return 0;
+        sleep_ms(300);
+    }
+    console_tail(m, tail, sizeof(tail));
+    return mb_error_set(err, MB_ERR_GENERAL, "no ssh answer after %us; console:\n%s", timeout_s,
+                        tail);
+}
+
+static int lock_name(const char *name, struct mb_error *err)
+{
+    char *root = mb_machine_root(err), *path = NULL;
+    int fd = -1;
+
+    if (root != NULL && mb_fs_mkdir_p(root, 0700, err) == 0 &&
+        asprintf(&path, "%s/.%s.lock", root, name) >= 0)
+        fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+    else if (root != NULL)
+        mb_error_errno(err, MB_ERR_GENERAL, errno, "lock machine '%s'", name);
+    free(root);
+    free(path);
+    return fd;
+}
+
+/* Which machine to start: the one named, the project's, or a new one. */
+static char *choose_name(const struct mb_machine_start *o, struct mb_error *err)
+{
+    struct mb_machine m;
+    char *name;
+    int found;
+
+    if (o->name != NULL) {
+        if (!machine_name_ok(o->name)) {
+            mb_error_set(err, MB_ERR_INPUT,
+                         "'%s' is not a machine name: use a-z, 0-9, '.', '_' and '-'", o->name);
+            return NULL;
+        }
+        return strdup(o->name);
+    }
+    found = mb_machine_of_project(o->mf->project_dir, &m, err);
+    if (found < 0)
+        return NULL;
+    name = found ? strdup(m.name) : machine_new_name(o->mf->project_dir, err);
+    mb_machine_clear(&m);
+    return name;
+}
+
+static char *ports_text(const struct mb_machinefile *mf)
+{
+    char text[2048] = "";
+    size_t len = 0;
+
+    for (size_t i = 0; i < mf->port_count && len < sizeof(text); i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%u:%u", i ? "," : "",
+                                mf->ports[i].host, mf->ports[i].guest);
+    return strdup(text);
+}
+
+/* The root overlay: fresh unless kept, and always fresh on another image. */
+static int prepare_root(const struct mb_machine_start *o, const struct mb_machine *m,
+                        bool same_image, struct mb_error *err)
+{
+    char *root = machine_path(m, "root.qcow2");
+    int rc = 0;
+
+    if (root == NULL)
+        return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+    if (!(o->keep_root || o->mf->persistent) || !same_image || !exists(root)) {
+        unlink(root);
+        rc = mb_qcow2_create_overlay(root, o->disk, err);
+    }
+    free(root);
+    return rc;
+}
+
+static int boot(const struct mb_machine_start *o, struct mb_machine *m, bool same_image,
+                struct mb_error *err)
+{
+    pid_t qemu = 0;
+    int net_fd = -1;
+    int rc = mb_fs_mkdir_p(m->dir, 0700, err);
+
+    if (rc == 0)
+        rc = ensure_keys(m, err);
+    if (rc == 0)
+        rc = ensure_volumes(m, o->mf, err);
+    if (rc == 0)
+        rc = prepare_root(o, m, same_image, err);
+    if (rc == 0)
+        rc = free_port(&m->ssh_port, err);
+    if (rc == 0)
+        rc = machine_write_state(m, err);
+    if (rc == 0)
+        rc = start_passt(m, o->mf, &net_fd, err);
+    mb_progress_say(o->progress, "machine '%s': booting", m->name);
+    if (rc == 0)
+        rc = start_qemu(o, m, net_fd, &qemu, err);
+    if (net_fd >= 0)
+        close(net_fd);
+    if (rc == 0)
+        rc = wait_ready(m, qemu, o->timeout_seconds, err);
+    if (rc < 0)
+        machine_kill(m);
+    return rc;
+}
+
+static int fill_new(const struct mb_machine_start *o, const char *name, struct mb_machine *m,
+                    struct mb_error *err)
+{
+    char *root = mb_machine_root(err);
+
+    if (root == NULL)
+        return -1;
+    m->name = strdup(name);
+    m->project_dir = strdup(o->mf->project_dir);
+    if (asprintf(&m->dir, "%s/%s", root, name) < 0)
+        m->dir = NULL;
+    free(root);
+    return m->name && m->project_dir && m->dir ? 0 : mb_error_set(err, MB_ERR_GENERAL, "oom");
+}
+
+int mb_machine_start(const struct mb_machine_start *o, struct mb_machine *out, bool *already,
+                     struct mb_error *err)
+{
+    char *name = choose_name(o, err);
+    bool same_image = false;
+    int lock, found, rc;
+
+    memset(out, 0, sizeof(*out));
+    *already = false;
+    if (name == NULL)
+        return -1;
+    lock = lock_name(name, err);
+    found = lock < 0 ? -1 : mb_machine_load(name, out, err);
+    rc = found < 0 ? -1 : 0;
+    if (found == 1 && strcmp(out->project_dir, o->mf->project_dir) != 0)
+        rc = mb_error_set(err, MB_ERR_INPUT, "machine '%s' belongs to '%s'", name,
+                          out->project_dir);
+    if (rc == 0 && found == 1 && out->running)
+        *already = true;
+    else if (rc == 0) {
+        if (found == 1) {
+            same_image = strcmp(out->image, o->image) == 0;
+            free(out->image);
+            free(out->ports);
+            out->image = out->ports = NULL;
+        } else {
+            rc = fill_new(o, name, out, err);
+        }
+        out->image = rc == 0 ? strdup(o->image) : NULL;
+        out->ports = rc == 0 ? ports_text(o->mf) : NULL;
+        if (rc == 0 && (out->image == NULL || out->ports == NULL))
+            rc = mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+        if (rc == 0)
+            rc = boot(o, out, same_image, err);
+        out->running = rc == 0;
+    }
+    if (lock >= 0)
+        close(lock);
+    free(name);
+    return rc < 0 ? mb_error_prefix(err, "start machine") : 0;
+}
+
+static bool wait_gone(pid_t pid, long ms)
+{
+    for (long waited = 0; waited < ms; waited += 100) {
+        if (kill(pid, 0) < 0)
+            return true;
+        waitpid(pid, NULL, WNOHANG);
+        sleep_ms(100);
+    }
+    return kill(pid, 0) < 0;
+}
+
+static void remove_file(const struct mb_machine *m, const char *file)
+{
+    char *path = machine_path(m, file);
+
+    if (path != NULL)
+        unlink(path);
+    free(path);
+}
+
+void machine_kill(struct mb_machine *m)
+{
+    pid_t qemu = machine_live_pid(m, "qemu.pid"), passt = machine_live_pid(m, "passt.pid");
+
+    if (qemu > 0) {
+        kill(qemu, SIGKILL);
+        wait_gone(qemu, 5000);
+    }
+    if (passt > 0) {
+        kill(passt, SIGKILL);
+        wait_gone(passt, 5000);
+    }
+    remove_file(m, "qemu.pid");
+    remove_file(m, "passt.pid");
+    m->running = false;
+}
+
+int mb_machine_stop(struct mb_machine *m, struct mb_error *err)
+{
+    char *const command[] = {"sh", "-c", "sync; poweroff", NULL};
+    struct mb_spawn_options opts = {10000, 4096, NULL};
+    struct mb_spawn_result res;
+    pid_t qemu = machine_live_pid(m, "qemu.pid");
+    char **argv;
+
+    (void)err;
+    if (qemu > 0) {
+        argv = mb_machine_ssh_argv(m, false, command, err);
+        if (argv != NULL && mb_spawn_capture((const char *const *)argv, &opts, &res, err) == 0)
+            mb_spawn_result_free(&res);
+        mb_machine_argv_free(argv);
+        /* A guest that does not power off in time is stopped as a crashed host would. */
+        if (!wait_gone(qemu, STOP_TIMEOUT_MS)) {
+            kill(qemu, SIGTERM);
+            wait_gone(qemu, 5000);
+        }
+    }
+    machine_kill(m);
+    mb_error_clear(err);
+    return 0;
+}
+
+/* 'arg' with each ' written as '\'' : one word for the guest's shell. */
+static char *quoted(char *const *command)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    if (f == NULL)
+        return NULL;
+    for (size_t i = 0; command[i] != NULL; i++) {
+        fputs(i ? " '" : "'", f);
+        for (const char *c = command[i]; *c != '\0'; c++)
+            fputs(*c == '\'' ? "'\\''" : (char[]){*c, '\0'}, f);
+        fputc('\'', f);
+    }
+    return fclose(f) == 0 ? text : NULL;
+}
+
+char **mb_machine_ssh_argv(const struct mb_machine *m, bool tty, char *const *command,
+                           struct mb_error *err)
+{
+    struct args a = {0};
+    char **out;
+    char *remote = NULL;
+
+    add(&a, "ssh");
+    add(&a, "-F");
+    add(&a, "/dev/null");
+    add(&a, "-i");
+    add(&a, "%s/id_ed25519", m->dir);
+    add(&a, "-p");
+    add(&a, "%d", m->ssh_port);
+    for (const char *const *o = (const char *const[]){
+             "IdentitiesOnly=yes", "BatchMode=yes", "StrictHostKeyChecking=yes",
+             "LogLevel=ERROR", "ConnectTimeout=5", "ServerAliveInterval=15", NULL};
+         *o != NULL; o++) {
+        add(&a, "-o");
+        add(&a, "%s", *o);
+    }
+    add(&a, "-o");
+    add(&a, "UserKnownHostsFile=%s/known_hosts", m->dir);
+    add(&a, "-o");
+    add(&a, "HostKeyAlias=machine-%s", m->name);
+    add(&a, tty ? "-t" : "-T");
+    add(&a, "root@127.0.0.1");
+    if (command != NULL && command[0] != NULL) {
+        remote = quoted(command);
+        add(&a, "--");
+        add(&a, "%s", remote != NULL ? remote : "");
+    }
+    free(remote);
+    if (a.oom) {
+        args_free(&a);
+        mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+        return NULL;
+    }
+    out = calloc(a.n + 1, sizeof(*out));
+    if (out == NULL) {
+        args_free(&a);
+        mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+        return NULL;
+    }
+    memcpy(out, a.v, a.n * sizeof(*out));
+    return out;
+}
+
+void mb_machine_argv_free(char **argv)
+{
+    if (argv == NULL)
+        return;
+    for (size_t i = 0; argv[i] != NULL; i++)
+        free(argv[i]);
+    free(argv);
+}

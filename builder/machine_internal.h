@@ -1,0 +1,28 @@
+/*
+ * What machine.c (state) and machine_boot.c (processes) share. Nothing
+ * outside builder/machine*.c includes this file.
+ */
+#ifndef MB_MACHINE_INTERNAL_H
+#define MB_MACHINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "mbuild/machine.h"
+
+/* "<m->dir>/<name>", malloc'ed. */
+char *machine_path(const struct mb_machine *m, const char *name);
+
+/* The live process whose pid `file` records, if it is this machine's; else 0. */
+pid_t machine_live_pid(const struct mb_machine *m, const char *file);
+
+int machine_read_state(struct mb_machine *m, struct mb_error *err);
+int machine_write_state(const struct mb_machine *m, struct mb_error *err);
+
+bool machine_name_ok(const char *name);
+char *machine_new_name(const char *project_dir, struct mb_error *err);
+
+/* SIGKILL its QEMU and passt if they run, and forget their pids. */
+void machine_kill(struct mb_machine *m);
+
+#endif
