@@ -1,29 +1,22 @@
 /*
- * machine: per-project VMs started from mbuild's cached images.
- *
- * NEEDSWORK: only --help and --version work; the commands below need the
- * step runner and the QEMU driver first.
+ * machine: per-project VMs started from mbuild's cached images. Only
+ * parses arguments and dispatches; the commands live in machine_cmds.c.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-
-static int not_yet(int argc, char **argv)
-{
-    (void)argc;
-    fprintf(stderr, "%s: error: '%s' is not available in this version\n", cli_program, argv[0]);
-    return MB_ERR_GENERAL;
-}
+#include "machine_cmds.h"
 
 static const struct cli_command commands[] = {
-    {"init", "write a commented Machinefile for this project", not_yet},
-    {"start", "start this project's VM, building or pulling its image", not_yet},
-    {"shell", "open a shell in a running VM", not_yet},
-    {"exec", "run a command in a running VM", not_yet},
-    {"stop", "stop a VM", not_yet},
-    {"ls", "list VMs", not_yet},
-    {"rm", "remove a VM and its volumes", not_yet},
+    {"init", "write a commented Machinefile for this project", cmd_machine_init},
+    {"start", "start this project's VM, building its image first", cmd_machine_start},
+    {"shell", "open a shell in a running VM", cmd_machine_shell},
+    {"exec", "run a command in a running VM", cmd_machine_exec},
+    {"ssh-config", "print a Host block for ~/.ssh/config", cmd_machine_ssh_config},
+    {"stop", "stop a VM", cmd_machine_stop},
+    {"ls", "list VMs", cmd_machine_ls},
+    {"rm", "remove a VM and its volumes", cmd_machine_rm},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -34,10 +27,13 @@ static int usage(FILE *out, int status)
             "Usage: %s COMMAND [OPTIONS]\n"
             "       %s --version | --help\n\n"
             "Runs one VM per project from the image its Machinefile describes.\n\n"
-            "Commands (not available in this version yet):\n",
+            "Commands:\n",
             cli_program, cli_program);
     cli_print_commands(out, commands, COMMAND_COUNT);
-    fprintf(out, "\n%s", cli_exit_codes);
+    fprintf(out,
+            "\nA command's NAME defaults to the machine of the project in the current\n"
+            "directory. Machines live in $XDG_DATA_HOME/machine (~/.local/share/machine).\n\n%s",
+            cli_exit_codes);
     return status;
 }
 
