@@ -21,7 +21,7 @@
 #include "mbuild/fsutil.h"
 
 #define STATE_VERSION 1
-#define STATE_MAX (64 * 1024)
+#define STATE_MAX     (64 * 1024)
 
 char *mb_machine_root(struct mb_error *err)
 {
@@ -79,9 +79,9 @@ static int state_decode(json_t *doc, struct mb_machine *m, struct mb_error *err)
     json_int_t version, port = 0;
     json_error_t jerr;
 
-    if (json_unpack_ex(doc, &jerr, 0, "{s:I, s:s, s:s, s:s, s?s, s?I}", "version", &version,
-                       "name", &name, "project_dir", &project, "image", &image, "ports", &ports,
-                       "ssh_port", &port) < 0)
+    if (json_unpack_ex(doc, &jerr, 0, "{s:I, s:s, s:s, s:s, s?s, s?I}", "version", &version, "name",
+                       &name, "project_dir", &project, "image", &image, "ports", &ports, "ssh_port",
+                       &port) < 0)
         return mb_error_set(err, MB_ERR_INTEGRITY, "damaged state: %s", jerr.text);
     if (version != STATE_VERSION)
         return mb_error_set(err, MB_ERR_GENERAL, "state version %lld is not %d", (long long)version,

@@ -10,7 +10,6 @@
  * to the image's own /sbin/init.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -29,40 +28,10 @@
 #include "mbuild/qcow2.h"
 #include "mbuild/spawn.h"
 #include "mbuild/stepvm.h"
+#include "vm_args.h"
 
-#define MAX_ARGS 256
 #define SSH_TRY_TIMEOUT_MS 15000
-#define STOP_TIMEOUT_MS 30000
-
-/* An argv whose strings it owns. */
-struct args {
-    char *v[MAX_ARGS + 1];
-    size_t n;
-    bool oom;
-};
-
-static void add(struct args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void add(struct args *a, const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (a->n == MAX_ARGS || vasprintf(&s, fmt, ap) < 0)
-        a->oom = true;
-    else
-        a->v[a->n++] = s;
-    va_end(ap);
-    a->v[a->n] = NULL;
-}
-
-static void args_free(struct args *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->v[i]);
-    a->n = 0;
-}
+#define STOP_TIMEOUT_MS    30000
 
 static void sleep_ms(long ms)
 {
@@ -107,8 +76,8 @@ static int make_key(const struct mb_machine *m, const char *file, struct mb_erro
 
     snprintf(comment, sizeof(comment), "machine-%s", m->name);
     if (path != NULL && !exists(path)) {
-        const char *argv[] = {"ssh-keygen", "-q", "-t", "ed25519", "-N", "",
-                              "-C",         comment, "-f", path, NULL};
+        const char *argv[] = {"ssh-keygen", "-q",    "-t", "ed25519", "-N", "",
+                              "-C",         comment, "-f", path,      NULL};
 
         rc = run_tool(argv, err);
     }
@@ -219,8 +188,7 @@ static int free_port(int *port, struct mb_error *err)
     return rc;
 }
 
-static int write_pid(const struct mb_machine *m, const char *file, pid_t pid,
-                     struct mb_error *err)
+static int write_pid(const struct mb_machine *m, const char *file, pid_t pid, struct mb_error *err)
 {
     char *path = machine_path(m, file), text[32];
     int rc;
@@ -236,29 +204,30 @@ static int write_pid(const struct mb_machine *m, const char *file, pid_t pid,
 static int start_passt(const struct mb_machine *m, const struct mb_machinefile *mf, int *qemu_fd,
                        struct mb_error *err)
 {
-    struct args a = {0};
+    struct vm_args a = {0};
     int pair[2], rc;
     pid_t pid;
     char *log = machine_path(m, "passt.log");
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
         return mb_error_errno(err, MB_ERR_GENERAL, errno, "socketpair");
-    add(&a, "passt");
-    add(&a, "--foreground");
-    add(&a, "--quiet");
-    add(&a, "--no-map-gw");
-    add(&a, "--fd");
-    add(&a, "%d", pair[0]);
-    add(&a, "--pid");
-    add(&a, "%s/passt.pid", m->dir);
-    add(&a, "-t");
-    add(&a, "127.0.0.1/%d:22", m->ssh_port);
+    vm_args_add(&a, "passt");
+    vm_args_add(&a, "--foreground");
+    vm_args_add(&a, "--quiet");
+    vm_args_add(&a, "--no-map-gw");
+    vm_args_add(&a, "--fd");
+    vm_args_add(&a, "%d", pair[0]);
+    vm_args_add(&a, "--pid");
+    vm_args_add(&a, "%s/passt.pid", m->dir);
+    vm_args_add(&a, "-t");
+    vm_args_add(&a, "127.0.0.1/%d:22", m->ssh_port);
     for (size_t i = 0; i < mf->port_count; i++) {
-        add(&a, "-t");
-        add(&a, "127.0.0.1/%u:%u", mf->ports[i].host, mf->ports[i].guest);
+        vm_args_add(&a, "-t");
+        vm_args_add(&a, "127.0.0.1/%u:%u", mf->ports[i].host, mf->ports[i].guest);
     }
-    rc = a.oom || log == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
-                              : mb_spawn_detached((const char *const *)a.v, log, pair[0], &pid, err);
+    rc = a.oom || log == NULL
+             ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+             : mb_spawn_detached((const char *const *)a.v, log, pair[0], &pid, err);
     if (rc == 0)
         rc = write_pid(m, "passt.pid", pid, err);
     close(pair[0]);
@@ -266,52 +235,47 @@ static int start_passt(const struct mb_machine *m, const struct mb_machinefile *
         *qemu_fd = pair[1];
     else
         close(pair[1]);
-    args_free(&a);
+    vm_args_free(&a);
     free(log);
     return rc < 0 ? mb_error_prefix(err, "start passt") : 0;
 }
 
 /* The kernel command line: machine mode, network, volumes and shares. */
-static void kernel_append(struct args *a, const struct mb_machinefile *mf)
+static void kernel_append(struct vm_args *a, const struct mb_machinefile *mf)
 {
     char line[4096];
-    size_t len;
+    size_t len = (size_t)snprintf(line, sizeof(line), "mb.mode=machine mb.net=1");
 
-    len = (size_t)snprintf(line, sizeof(line),
-                           "console=ttyS0 quiet pci=off mitigations=off cryptomgr.notests "
-                           "tsc_early_khz=%lu panic=-1 mb.mode=machine mb.net=1",
-                           mb_vm_tsc_khz());
     for (size_t i = 0; i < mf->volume_count && len < sizeof(line); i++)
-        len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.vol=vd%c:%s",
-                                (char)('b' + i), mf->volumes[i].target);
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.vol=vd%c:%s", (char)('b' + i),
+                                mf->volumes[i].target);
     for (size_t i = 0; i < mf->mount_count && len < sizeof(line); i++)
         len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.share=m%zu:%s:%s:9p", i,
                                 mf->mounts[i].target, mf->mounts[i].writable ? "rw" : "ro");
-    add(a, "-append");
-    add(a, "%s", line);
+    vm_args_append(a, line);
 }
 
-static void disk_args(struct args *a, const struct mb_machine *m,
+static void disk_args(struct vm_args *a, const struct mb_machine *m,
                       const struct mb_machinefile *mf)
 {
-    add(a, "-drive");
-    add(a, "if=none,id=root,format=qcow2,discard=unmap,file=%s/root.qcow2", m->dir);
-    add(a, "-device");
-    add(a, "virtio-blk-device,drive=root");
+    vm_args_add(a, "-drive");
+    vm_args_add(a, "if=none,id=root,format=qcow2,discard=unmap,file=%s/root.qcow2", m->dir);
+    vm_args_add(a, "-device");
+    vm_args_add(a, "virtio-blk-device,drive=root");
     for (size_t i = 0; i < mf->volume_count; i++) {
-        add(a, "-drive");
-        add(a, "if=none,id=vol%zu,format=raw,discard=unmap,file=%s/volumes/%s.img", i, m->dir,
-            mf->volumes[i].name);
-        add(a, "-device");
-        add(a, "virtio-blk-device,drive=vol%zu", i);
+        vm_args_add(a, "-drive");
+        vm_args_add(a, "if=none,id=vol%zu,format=raw,discard=unmap,file=%s/volumes/%s.img", i,
+                    m->dir, mf->volumes[i].name);
+        vm_args_add(a, "-device");
+        vm_args_add(a, "virtio-blk-device,drive=vol%zu", i);
     }
     /* NEEDSWORK: virtiofs (faster) where virtiofsd runs unprivileged; 9p for now. */
     for (size_t i = 0; i < mf->mount_count; i++) {
-        add(a, "-fsdev");
-        add(a, "local,id=fs%zu,path=%s/%s,security_model=none%s", i, mf->project_dir,
-            mf->mounts[i].source, mf->mounts[i].writable ? "" : ",readonly=on");
-        add(a, "-device");
-        add(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=m%zu", i, i);
+        vm_args_add(a, "-fsdev");
+        vm_args_add(a, "local,id=fs%zu,path=%s/%s,security_model=none%s", i, mf->project_dir,
+                    mf->mounts[i].source, mf->mounts[i].writable ? "" : ",readonly=on");
+        vm_args_add(a, "-device");
+        vm_args_add(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=m%zu", i, i);
     }
 }
 
@@ -321,51 +285,30 @@ static int start_qemu(const struct mb_machine_start *o, const struct mb_machine 
     const struct mb_machinefile *mf = o->mf;
     bool kvm = mb_vm_use_kvm(o->appliance, o->progress);
     char *log = machine_path(m, "console.log");
-    struct args a = {0};
+    struct vm_args a = {0};
     int rc;
 
-    add(&a, "qemu-system-x86_64");
-    add(&a, "-name");
-    add(&a, "machine-%s", m->name);
-    add(&a, "-machine");
-    add(&a, "microvm,acpi=on");
-    add(&a, "-accel");
-    add(&a, "%s", kvm ? "kvm" : "tcg,tb-size=64");
-    if (kvm) {
-        add(&a, "-cpu");
-        add(&a, "host");
-    }
-    add(&a, "-m");
-    add(&a, "%lluM", (unsigned long long)(mf->memory / (1024 * 1024)));
-    add(&a, "-smp");
-    add(&a, "%u", mf->cpus);
-    for (const char *const *s = (const char *const[]){"-nodefaults", "-no-user-config",
-                                                      "-no-reboot", "-display", "none",
-                                                      "-serial", "stdio", NULL};
-         *s != NULL; s++)
-        add(&a, "%s", *s);
-    add(&a, "-kernel");
-    add(&a, "%s", o->appliance->kernel);
-    add(&a, "-initrd");
-    add(&a, "%s", o->appliance->initrd);
+    vm_args_boot(&a, o->appliance, kvm, mf->memory, mf->cpus);
+    vm_args_add(&a, "-name");
+    vm_args_add(&a, "machine-%s", m->name);
     kernel_append(&a, mf);
     disk_args(&a, m, mf);
-    add(&a, "-fw_cfg");
-    add(&a, "name=opt/mbuild/authorized_keys,file=%s/id_ed25519.pub", m->dir);
-    add(&a, "-fw_cfg");
-    add(&a, "name=opt/mbuild/host_key,file=%s/host_ed25519", m->dir);
-    add(&a, "-netdev");
-    add(&a, "stream,id=net,server=off,addr.type=fd,addr.str=%d", net_fd);
-    add(&a, "-device");
-    add(&a, "virtio-net-device,netdev=net");
+    vm_args_add(&a, "-fw_cfg");
+    vm_args_add(&a, "name=opt/mbuild/authorized_keys,file=%s/id_ed25519.pub", m->dir);
+    vm_args_add(&a, "-fw_cfg");
+    vm_args_add(&a, "name=opt/mbuild/host_key,file=%s/host_ed25519", m->dir);
+    vm_args_add(&a, "-netdev");
+    vm_args_add(&a, "stream,id=net,server=off,addr.type=fd,addr.str=%d", net_fd);
+    vm_args_add(&a, "-device");
+    vm_args_add(&a, "virtio-net-device,netdev=net");
     /* Memory the guest frees goes back to the host. */
-    add(&a, "-device");
-    add(&a, "virtio-balloon-device,free-page-reporting=on");
+    vm_args_add(&a, "-device");
+    vm_args_add(&a, "virtio-balloon-device,free-page-reporting=on");
     rc = a.oom || log == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
                               : mb_spawn_detached((const char *const *)a.v, log, net_fd, pid, err);
     if (rc == 0)
         rc = write_pid(m, "qemu.pid", *pid, err);
-    args_free(&a);
+    vm_args_free(&a);
     free(log);
     return rc;
 }
@@ -556,8 +499,8 @@ int mb_machine_start(const struct mb_machine_start *o, struct mb_machine *out, b
     found = lock < 0 ? -1 : mb_machine_load(name, out, err);
     rc = found < 0 ? -1 : 0;
     if (found == 1 && strcmp(out->project_dir, o->mf->project_dir) != 0)
-        rc = mb_error_set(err, MB_ERR_INPUT, "machine '%s' belongs to '%s'", name,
-                          out->project_dir);
+        rc =
+            mb_error_set(err, MB_ERR_INPUT, "machine '%s' belongs to '%s'", name, out->project_dir);
     if (rc == 0 && found == 1 && out->running)
         *already = true;
     else if (rc == 0) {
@@ -666,44 +609,45 @@ static char *quoted(char *const *command)
 char **mb_machine_ssh_argv(const struct mb_machine *m, bool tty, char *const *command,
                            struct mb_error *err)
 {
-    struct args a = {0};
+    struct vm_args a = {0};
     char **out;
     char *remote = NULL;
 
-    add(&a, "ssh");
-    add(&a, "-F");
-    add(&a, "/dev/null");
-    add(&a, "-i");
-    add(&a, "%s/id_ed25519", m->dir);
-    add(&a, "-p");
-    add(&a, "%d", m->ssh_port);
-    for (const char *const *o = (const char *const[]){
-             "IdentitiesOnly=yes", "BatchMode=yes", "StrictHostKeyChecking=yes",
-             "LogLevel=ERROR", "ConnectTimeout=5", "ServerAliveInterval=15", NULL};
+    vm_args_add(&a, "ssh");
+    vm_args_add(&a, "-F");
+    vm_args_add(&a, "/dev/null");
+    vm_args_add(&a, "-i");
+    vm_args_add(&a, "%s/id_ed25519", m->dir);
+    vm_args_add(&a, "-p");
+    vm_args_add(&a, "%d", m->ssh_port);
+    for (const char *const *o =
+             (const char *const[]){"IdentitiesOnly=yes", "BatchMode=yes",
+                                   "StrictHostKeyChecking=yes", "LogLevel=ERROR",
+                                   "ConnectTimeout=5", "ServerAliveInterval=15", NULL};
          *o != NULL; o++) {
-        add(&a, "-o");
-        add(&a, "%s", *o);
+        vm_args_add(&a, "-o");
+        vm_args_add(&a, "%s", *o);
     }
-    add(&a, "-o");
-    add(&a, "UserKnownHostsFile=%s/known_hosts", m->dir);
-    add(&a, "-o");
-    add(&a, "HostKeyAlias=machine-%s", m->name);
-    add(&a, tty ? "-t" : "-T");
-    add(&a, "root@127.0.0.1");
+    vm_args_add(&a, "-o");
+    vm_args_add(&a, "UserKnownHostsFile=%s/known_hosts", m->dir);
+    vm_args_add(&a, "-o");
+    vm_args_add(&a, "HostKeyAlias=machine-%s", m->name);
+    vm_args_add(&a, "%s", tty ? "-t" : "-T");
+    vm_args_add(&a, "root@127.0.0.1");
     if (command != NULL && command[0] != NULL) {
         remote = quoted(command);
-        add(&a, "--");
-        add(&a, "%s", remote != NULL ? remote : "");
+        vm_args_add(&a, "--");
+        vm_args_add(&a, "%s", remote != NULL ? remote : "");
     }
     free(remote);
     if (a.oom) {
-        args_free(&a);
+        vm_args_free(&a);
         mb_error_set(err, MB_ERR_GENERAL, "out of memory");
         return NULL;
     }
     out = calloc(a.n + 1, sizeof(*out));
     if (out == NULL) {
-        args_free(&a);
+        vm_args_free(&a);
         mb_error_set(err, MB_ERR_GENERAL, "out of memory");
         return NULL;
     }

@@ -19,6 +19,7 @@
 #include "mbuild/net.h"
 #include "mbuild/spawn.h"
 #include "mbuild/stepvm.h"
+#include "vm_args.h"
 
 #define MARKER       "MBUILD-STEP-EXIT "
 #define LINE_MAX_LEN 4096
@@ -170,96 +171,53 @@ static enum read_end read_console(struct console *c, int fd)
     }
 }
 
-struct qemu_args {
-    const char *argv[48];
-    size_t n;
-    char append[512], memory[32], cpus[16], root[1024], payload[1024], netdev[1200];
-};
-
-static void arg(struct qemu_args *q, const char *a)
-{
-    q->argv[q->n++] = a;
-}
-
 /* The disks: the layer and the payload; none for the KVM probe, which boots only. */
-static void disk_args(const struct mb_step_vm *vm, struct qemu_args *q)
+static void disk_args(const struct mb_step_vm *vm, struct vm_args *a)
 {
     if (vm->disk == NULL)
         return;
-    snprintf(q->root, sizeof(q->root),
-             "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file=%s", vm->disk);
-    snprintf(q->payload, sizeof(q->payload), "if=none,id=payload,format=raw,readonly=on,file=%s",
-             vm->payload);
-    arg(q, "-drive");
-    arg(q, q->root);
-    arg(q, "-device");
-    arg(q, "virtio-blk-device,drive=root");
-    arg(q, "-drive");
-    arg(q, q->payload);
-    arg(q, "-device");
-    arg(q, "virtio-blk-device,drive=payload");
+    vm_args_add(a, "-drive");
+    vm_args_add(a, "if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,file=%s", vm->disk);
+    vm_args_add(a, "-device");
+    vm_args_add(a, "virtio-blk-device,drive=root");
+    vm_args_add(a, "-drive");
+    vm_args_add(a, "if=none,id=payload,format=raw,readonly=on,file=%s", vm->payload);
+    vm_args_add(a, "-device");
+    vm_args_add(a, "virtio-blk-device,drive=payload");
 }
 
 static void build_args(const struct mb_step_vm *vm, bool kvm, const char *nonce,
-                       const struct mb_net *net, struct qemu_args *q)
+                       const struct mb_net *net, struct vm_args *a)
 {
-    snprintf(q->append, sizeof(q->append),
-             "console=ttyS0 quiet pci=off mitigations=off cryptomgr.notests tsc_early_khz=%lu "
-             "panic=-1 reboot=t mb.nonce=%s%s",
-             mb_vm_tsc_khz(), nonce, net != NULL ? " mb.net=1" : "");
-    snprintf(q->memory, sizeof(q->memory), "%lluM",
-             (unsigned long long)(vm->memory / (1024 * 1024)));
-    snprintf(q->cpus, sizeof(q->cpus), "%u", vm->cpus);
-    q->n = 0;
-    arg(q, "qemu-system-x86_64");
-    arg(q, "-machine");
-    arg(q, "microvm,acpi=on");
-    arg(q, "-accel");
-    if (kvm) {
-        arg(q, "kvm");
-        arg(q, "-cpu");
-        arg(q, "host");
-    } else {
-        /* A smaller translation cache: ~200 MB less host memory, no slower here. */
-        arg(q, "tcg,tb-size=64");
-    }
-    for (const char *const *a =
-             (const char *const[]){"-nodefaults", "-no-user-config", "-no-reboot", "-display",
-                                   "none", "-serial", "stdio", NULL};
-         *a != NULL; a++)
-        arg(q, *a);
-    arg(q, "-m");
-    arg(q, q->memory);
-    arg(q, "-smp");
-    arg(q, q->cpus);
-    arg(q, "-kernel");
-    arg(q, vm->appliance->kernel);
-    arg(q, "-initrd");
-    arg(q, vm->appliance->initrd);
-    arg(q, "-append");
-    arg(q, q->append);
-    disk_args(vm, q);
+    char extra[128];
+
+    snprintf(extra, sizeof(extra), "reboot=t mb.nonce=%s%s", nonce, net != NULL ? " mb.net=1" : "");
+    vm_args_boot(a, vm->appliance, kvm, vm->memory, vm->cpus);
+    vm_args_append(a, extra);
+    disk_args(vm, a);
     if (net != NULL) {
-        snprintf(q->netdev, sizeof(q->netdev), "stream,id=net,server=off,addr.type=fd,addr.str=%d",
-                 net->qemu_fd);
-        arg(q, "-netdev");
-        arg(q, q->netdev);
-        arg(q, "-device");
-        arg(q, "virtio-net-device,netdev=net");
+        vm_args_add(a, "-netdev");
+        vm_args_add(a, "stream,id=net,server=off,addr.type=fd,addr.str=%d", net->qemu_fd);
+        vm_args_add(a, "-device");
+        vm_args_add(a, "virtio-net-device,netdev=net");
     }
-    q->argv[q->n] = NULL;
 }
 
 static int run_qemu(const struct mb_step_vm *vm, bool kvm, struct console *c, struct mb_net *net,
                     struct mb_step_outcome *out, struct mb_error *err)
 {
     struct mb_spawn_result res = {0};
-    struct qemu_args q;
+    struct vm_args a = {0};
     struct mb_child qemu;
     enum read_end end;
+    int rc;
 
-    build_args(vm, kvm, c->nonce, net, &q);
-    if (mb_child_start(q.argv, NULL, true, net != NULL ? net->qemu_fd : -1, &qemu, err) < 0)
+    build_args(vm, kvm, c->nonce, net, &a);
+    rc = a.oom ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+               : mb_child_start((const char *const *)a.v, NULL, true,
+                                net != NULL ? net->qemu_fd : -1, &qemu, err);
+    vm_args_free(&a);
+    if (rc < 0)
         return -1;
     if (net != NULL)
         mb_net_release(net);
