@@ -42,8 +42,24 @@ char *machine_path(const struct mb_machine *m, const char *name)
     return mb_path_join(m->dir, name);
 }
 
-/* The pid in `file` of m's directory when that process is alive and is ours, else 0. */
-pid_t machine_live_pid(const struct mb_machine *m, const char *file)
+static pid_t live_pid(const struct mb_machine *m, const char *file, const char *needle);
+
+/* QEMU names the machine's directory (its disks) in its argv; passt has nothing of ours. */
+pid_t machine_qemu_pid(const struct mb_machine *m)
+{
+    return live_pid(m, "qemu.pid", m->dir);
+}
+
+pid_t machine_passt_pid(const struct mb_machine *m)
+{
+    return live_pid(m, "passt.pid", "passt");
+}
+
+/*
+ * The pid in `file` of m's directory when that process is alive and its
+ * command line holds `needle` (a pid can be reused), else 0.
+ */
+static pid_t live_pid(const struct mb_machine *m, const char *file, const char *needle)
 {
     char *path = machine_path(m, file), *text = NULL, cmdline[8192];
     struct mb_error err;
@@ -58,7 +74,6 @@ pid_t machine_live_pid(const struct mb_machine *m, const char *file)
     free(path);
     if (pid <= 0 || kill(pid, 0) < 0)
         return 0;
-    /* A pid can be reused: the process must name this machine's directory in its argv. */
     snprintf(cmdline, sizeof(cmdline), "/proc/%d/cmdline", (int)pid);
     fd = open(cmdline, O_RDONLY | O_CLOEXEC);
     n = fd < 0 ? -1 : read(fd, cmdline, sizeof(cmdline) - 1);
@@ -70,7 +85,7 @@ pid_t machine_live_pid(const struct mb_machine *m, const char *file)
         if (cmdline[i] == '\0')
             cmdline[i] = ' ';
     cmdline[n] = '\0';
-    return strstr(cmdline, m->dir) != NULL ? pid : 0;
+    return strstr(cmdline, needle) != NULL ? pid : 0;
 }
 
 static int state_decode(json_t *doc, struct mb_machine *m, struct mb_error *err)
@@ -162,7 +177,7 @@ int mb_machine_load(const char *name, struct mb_machine *out, struct mb_error *e
         mb_machine_clear(out);
         return mb_error_prefix(err, "machine '%s'", name);
     }
-    out->running = machine_live_pid(out, "qemu.pid") > 0;
+    out->running = machine_qemu_pid(out) > 0;
     return 1;
 }
 

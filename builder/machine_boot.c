@@ -217,8 +217,6 @@ static int start_passt(const struct mb_machine *m, const struct mb_machinefile *
     vm_args_add(&a, "--no-map-gw");
     vm_args_add(&a, "--fd");
     vm_args_add(&a, "%d", pair[0]);
-    vm_args_add(&a, "--pid");
-    vm_args_add(&a, "%s/passt.pid", m->dir);
     vm_args_add(&a, "-t");
     vm_args_add(&a, "127.0.0.1/%d:22", m->ssh_port);
     for (size_t i = 0; i < mf->port_count; i++) {
@@ -548,7 +546,7 @@ static void remove_file(const struct mb_machine *m, const char *file)
 
 void machine_kill(struct mb_machine *m)
 {
-    pid_t qemu = machine_live_pid(m, "qemu.pid"), passt = machine_live_pid(m, "passt.pid");
+    pid_t qemu = machine_qemu_pid(m), passt = machine_passt_pid(m);
 
     if (qemu > 0) {
         kill(qemu, SIGKILL);
@@ -568,7 +566,7 @@ int mb_machine_stop(struct mb_machine *m, struct mb_error *err)
     char *const command[] = {"sh", "-c", "sync; poweroff", NULL};
     struct mb_spawn_options opts = {10000, 4096, NULL};
     struct mb_spawn_result res;
-    pid_t qemu = machine_live_pid(m, "qemu.pid");
+    pid_t qemu = machine_qemu_pid(m);
     char **argv;
 
     (void)err;

@@ -13,8 +13,9 @@
 /* "<m->dir>/<name>", malloc'ed. */
 char *machine_path(const struct mb_machine *m, const char *name);
 
-/* The live process whose pid `file` records, if it is this machine's; else 0. */
-pid_t machine_live_pid(const struct mb_machine *m, const char *file);
+/* The machine's live QEMU and passt processes, from their pid files; 0 when not running. */
+pid_t machine_qemu_pid(const struct mb_machine *m);
+pid_t machine_passt_pid(const struct mb_machine *m);
 
 int machine_read_state(struct mb_machine *m, struct mb_error *err);
 int machine_write_state(const struct mb_machine *m, struct mb_error *err);
