@@ -2,10 +2,13 @@
  * Base recipes: `tiny` comes out as a standalone qcow2 whose filesystem
  * holds busybox and its applet links, owned by root whoever built it, and
  * a build leaves nothing behind in the cache's temp area, on success or
- * failure. The image is inspected from outside with qemu-img and debugfs.
+ * failure; `debian-12` as one with systemd, setuid sudo and the user
+ * `dev`. The image is inspected from outside with qemu-img and debugfs.
  *
  * Needs `apt-get download` to work. Debian packages are kept across runs
- * in <build>/test-cache/debs and copied into each test's own cache.
+ * in <build>/test-cache/debs and copied into each test's own cache. The
+ * debian-12 build needs mmdebstrap and downloads ~100 MB from Debian's
+ * mirror each time (under a minute).
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -104,8 +107,8 @@ static size_t count_entries(const char *dir)
     return n;
 }
 
-/* Format qcow2, no backing file, 1 GiB virtual, a few MB on disk. */
-static void check_qcow2(const char *image)
+/* Format qcow2, no backing file, `virtual_size` bytes, at most `max_bytes` on disk. */
+static void check_qcow2(const char *image, long virtual_size, long max_bytes)
 {
     const char *argv[] = {"qemu-img", "info", "--output=json", "-f", "qcow2", image, NULL};
     char *out = run(argv);
@@ -117,10 +120,9 @@ static void check_qcow2(const char *image)
     cr_assert_str_eq(json_string_value(json_object_get(info, "format")), "qcow2");
     cr_assert_null(json_object_get(info, "backing-filename"), "%s", out);
     cr_assert_null(json_object_get(info, "full-backing-filename"), "%s", out);
-    cr_assert_eq(json_integer_value(json_object_get(info, "virtual-size")), GIB);
+    cr_assert_eq(json_integer_value(json_object_get(info, "virtual-size")), virtual_size);
     cr_assert_eq(stat(image, &st), 0);
-    cr_assert_lt(st.st_size, 32L * 1024 * 1024, "the image takes %lld bytes",
-                 (long long)st.st_size);
+    cr_assert_lt(st.st_size, max_bytes, "the image takes %lld bytes", (long long)st.st_size);
     json_decref(info);
     free(out);
 }
@@ -211,7 +213,7 @@ Test(base, tiny_is_a_standalone_qcow2_owned_by_root)
 
     cr_assert_eq(mkdir(out_dir, 0755), 0);
     cr_assert_eq(mb_base_make_tiny(cache_dir, dest, &err), 0, "%s", err.msg);
-    check_qcow2(dest);
+    check_qcow2(dest, GIB, 32L * 1024 * 1024);
     check_filesystem(dest);
     check_no_leftovers(out_dir, 1);
     free(dest);
@@ -247,7 +249,7 @@ Test(base, tiny_built_by_an_ordinary_user_is_owned_by_root)
     }
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the unprivileged build failed");
-    check_qcow2(dest);
+    check_qcow2(dest, GIB, 32L * 1024 * 1024);
     check_filesystem(dest);
     check_no_leftovers(out_dir, 1);
     free(dest);
@@ -268,4 +270,146 @@ Test(base, tiny_failure_leaves_nothing_behind)
     check_no_leftovers(work, 1); /* only the cache */
     free(missing);
     free(dest);
+}
+
+/* debugfs's output for `request` on the raw image. */
+static char *debugfs(const char *raw, const char *request)
+{
+    char tool[64];
+    const char *argv[] = {sbin_tool("debugfs", tool, sizeof(tool)), "-R", request, raw, NULL};
+
+    return run(argv);
+}
+
+/* Names in directory `dir` of the raw image other than . and .., one per line. */
+static size_t count_in_image(const char *raw, const char *dir)
+{
+    char request[300];
+    char *out, *save = NULL;
+    size_t n = 0;
+
+    snprintf(request, sizeof(request), "ls -p %s", dir);
+    out = debugfs(raw, request);
+    /* ls -p prints /inode/mode/uid/gid/name/size/ per entry */
+    for (char *line = strtok_r(out, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char name[256];
+
+        if (sscanf(line, "/%*u/%*o/%*u/%*u/%255[^/]/", name) == 1 && strcmp(name, ".") != 0 &&
+            strcmp(name, "..") != 0)
+            n++;
+    }
+    free(out);
+    return n;
+}
+
+static void expect_content(const char *raw, const char *path, const char *needle)
+{
+    char request[300];
+    char *out;
+
+    snprintf(request, sizeof(request), "cat %s", path);
+    out = debugfs(raw, request);
+    cr_expect_not_null(strstr(out, needle), "%s lacks '%s': %s", path, needle, out);
+    free(out);
+}
+
+static void check_debian_filesystem(const char *image)
+{
+    char *raw = mbt_path(work, "root.raw");
+    const char *argv[] = {"qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw, NULL};
+    static const struct {
+        const char *path;
+        const char *type;
+        unsigned mode, uid, gid;
+    } want[] = {
+        {"/", "directory", 0755, 0, 0},
+        {"/usr/bin/sudo", "regular", 04755, 0, 0},
+        {"/etc/sudoers.d/dev", "regular", 0440, 0, 0},
+        {"/etc/shadow", "regular", 0640, 0, 42}, /* group shadow, kept from Debian */
+        {"/home/dev", "directory", 0755, 1000, 1000},
+        {"/home/dev/.bashrc", "regular", 0644, 1000, 1000},
+        {"/dev", "directory", 0755, 0, 0},
+        {"/tmp", "directory", 01777, 0, 0},
+    };
+    struct inode ino;
+
+    free(run(argv));
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        stat_in_image(raw, want[i].path, &ino);
+        cr_expect_str_eq(ino.type, want[i].type, "%s", want[i].path);
+        cr_expect_eq(ino.mode, want[i].mode, "%s: mode %o", want[i].path, ino.mode);
+        cr_expect_eq(ino.uid, want[i].uid, "%s: uid %u", want[i].path, ino.uid);
+        cr_expect_eq(ino.gid, want[i].gid, "%s: gid %u", want[i].path, ino.gid);
+    }
+    stat_in_image(raw, "/sbin/init", &ino); /* /sbin is a link to usr/sbin; debugfs follows it */
+    cr_expect_str_eq(ino.type, "symlink");
+    cr_expect_str_eq(ino.link, "/lib/systemd/systemd");
+    stat_in_image(raw, "/lib/systemd/systemd", &ino);
+    cr_expect_str_eq(ino.type, "regular");
+    cr_expect_eq(count_in_image(raw, "/dev"), 0, "/dev is not empty");
+    expect_content(raw, "/etc/sudoers.d/dev", "dev ALL=(ALL:ALL) NOPASSWD: ALL\n");
+    expect_content(raw, "/etc/passwd", "\ndev:x:1000:1000:dev:/home/dev:/bin/bash\n");
+    expect_content(raw, "/etc/group", "\ndev:x:1000:\n");
+    expect_content(raw, "/etc/hostname", "debian\n");
+    expect_content(raw, "/etc/hosts", "127.0.1.1\tdebian\n");
+    free(raw);
+}
+
+Test(base, debian12_has_systemd_setuid_sudo_and_user_dev, .timeout = 600)
+{
+    struct mb_error err = {0};
+    char *out_dir = mbt_path(work, "out");
+    char *dest = mbt_path(out_dir, "debian-12.qcow2");
+
+    cr_assert_eq(mkdir(out_dir, 0755), 0);
+    cr_assert_eq(mb_base_make_debian12(cache_dir, dest, &err), 0, "%s", err.msg);
+    check_qcow2(dest, 20 * GIB, 512L * 1024 * 1024);
+    check_debian_filesystem(dest);
+    check_no_leftovers(out_dir, 1);
+    free(dest);
+    free(out_dir);
+}
+
+/* `nobody` has no subordinate ids: the build must say what is missing, before any download. */
+Test(base, debian12_without_subordinate_ids_fails_at_once)
+{
+    char *out_dir = mbt_path(work, "out");
+    char *dest = mbt_path(out_dir, "debian-12.qcow2");
+    char msg[MB_ERROR_MAX + 1];
+    ssize_t len;
+    int status, fds[2];
+    pid_t pid;
+
+    if (geteuid() != 0)
+        cr_skip_test("not root: cannot build as 'nobody'");
+    cr_assert_eq(mkdir(out_dir, 0755), 0);
+    cr_assert_eq(chown(out_dir, NOBODY, NOBODY), 0);
+    cr_assert_eq(chown(cache_dir, NOBODY, NOBODY), 0);
+    cr_assert_eq(pipe(fds), 0);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct mb_error err = {0};
+
+        close(fds[0]);
+        if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
+            _exit(2);
+        if (mb_base_make_debian12(cache_dir, dest, &err) == 0)
+            _exit(0);
+        _exit(write(fds[1], err.msg, strlen(err.msg)) > 0 ? 1 : 2);
+    }
+    close(fds[1]);
+    len = read(fds[0], msg, sizeof(msg) - 1);
+    close(fds[0]);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "the build did not fail as expected");
+    cr_assert_gt(len, 0);
+    msg[len] = '\0';
+    cr_expect_not_null(strstr(msg, "make base 'debian-12'"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "/etc/subuid"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "uidmap"), "%s", msg);
+    cr_expect_eq(count_entries(out_dir), 0, "files left in '%s'", out_dir);
+    free(dest);
+    free(out_dir);
 }
