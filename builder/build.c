@@ -334,7 +334,8 @@ static int make_base(struct build *b, const struct mb_layer *layer, const char *
     mb_progress_say(b->opts->progress, "base: making the '%s' image", mf->base);
     if (strcmp(mf->base, "tiny") == 0)
         return mb_base_make_tiny(mb_cache_dir(b->cache), dest, err);
-    /* NEEDSWORK: the debian-12 recipe (mmdebstrap in a user namespace). */
+    if (strcmp(mf->base, "debian-12") == 0)
+        return mb_base_make_debian12(mb_cache_dir(b->cache), dest, err);
     return mb_error_set(err, MB_ERR_INPUT, "%s:%u:%u: base '%s' cannot be built yet", mf->path,
                         mf->base_mark.line, mf->base_mark.column, mf->base);
 }

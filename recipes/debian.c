@@ -358,7 +358,12 @@ static int make_changes(const char *base_tar, const char *changes_tar, struct mb
     return rc;
 }
 
-/* Unpack `tar` into `root` as the image's root, keeping owners and modes, never ./dev's content. */
+/*
+ * Unpack `tar` into `root` as the image's root, keeping owners and modes,
+ * never ./dev's content (devtmpfs provides it) and never the ssh host keys
+ * openssh-server made during mmdebstrap: every machine from the image
+ * would share them. A machine's own host key arrives at boot (fw_cfg).
+ */
 static int unpack(const char *tar, const char *root, struct mb_error *err)
 {
     const char *argv[] = {"tar",
@@ -368,6 +373,7 @@ static int unpack(const char *tar, const char *root, struct mb_error *err)
                           "--same-permissions",
                           "--anchored",
                           "--exclude=./dev/?*",
+                          "--exclude=./etc/ssh/ssh_host_*",
                           "-f",
                           tar,
                           "-C",
@@ -411,11 +417,6 @@ static int build_in_stage(const char *stage, const char *dest, struct mb_error *
     return rc;
 }
 
-/*
- * NEEDSWORK: the ssh host keys openssh-server generated while mmdebstrap
- * ran stay in the image: machines made from it share them unless their
- * host key is replaced at boot.
- */
 int mb_base_make_debian12(const char *cache_dir, const char *dest, struct mb_error *err)
 {
     char *stage;
