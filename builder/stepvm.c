@@ -91,22 +91,32 @@ static void keep_tail(struct console *c, const char *line)
     c->tail_next = (c->tail_next + 1) % MB_STEP_TAIL_LINES;
 }
 
+/* The status line, where a step that printed no final newline may have left it mid-line. */
+static bool status_line(struct console *c, int *status)
+{
+    char *at = strstr(c->line, MARKER);
+
+    return at != NULL && strncmp(at + strlen(MARKER), c->nonce, 32) == 0 &&
+           sscanf(at + strlen(MARKER) + 32, " %d", status) == 1;
+}
+
 static void take_line(struct console *c)
 {
-    size_t marker_len = strlen(MARKER);
+    size_t len;
     int status;
 
     c->line[c->len] = '\0';
     c->len = 0;
-    if (c->line[0] != '\0' && c->line[strlen(c->line) - 1] == '\r')
-        c->line[strlen(c->line) - 1] = '\0';
+    len = strlen(c->line);
+    if (len > 0 && c->line[len - 1] == '\r')
+        c->line[len - 1] = '\0';
     if (c->log != NULL)
         fprintf(c->log, "%s\n", c->line);
-    if (strncmp(c->line, MARKER, marker_len) == 0 &&
-        strncmp(c->line + marker_len, c->nonce, 32) == 0 &&
-        sscanf(c->line + marker_len + 32, " %d", &status) == 1) {
+    if (status_line(c, &status)) {
         c->exit_status = status;
-        return;
+        *strstr(c->line, MARKER) = '\0';
+        if (c->line[0] == '\0')
+            return;
     }
     if (kernel_line(c->line))
         return;
