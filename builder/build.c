@@ -385,7 +385,7 @@ static int run_step(struct build *b, const struct mb_layer *layer, const char *d
     if (b->appliance.kernel == NULL)
         rc = mb_appliance_ensure(mb_cache_dir(b->cache), b->opts->progress, &b->appliance, err);
     if (rc == 0)
-        rc = mb_payload_write(mf, layer, payload, err);
+        rc = mb_payload_write(mf, layer, b->opts->ca_file, payload, err);
     if (rc == 0) {
         mb_progress_say(b->opts->progress, "%s: running in a VM", layer->name);
         rc = mb_step_vm_run(&vm, &outcome, err);

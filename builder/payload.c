@@ -208,8 +208,22 @@ static int add_file(struct archive *a, int project_fd, const struct mb_copied_fi
     return rc;
 }
 
+/* The extra certificates, from a file the user named on the command line. */
+static int add_ca(struct archive *a, const char *ca_file, struct mb_error *err)
+{
+    char *text;
+    size_t len;
+    int rc;
+
+    if (mb_fs_read_file(ca_file, 16 * 1024 * 1024, &text, &len, err) < 0)
+        return mb_error_prefix(err, "certificates");
+    rc = add_buffer(a, "ca.pem", text, err);
+    free(text);
+    return rc;
+}
+
 static int write_entries(struct archive *a, const struct mb_machinefile *mf,
-                         const struct mb_layer *layer, struct mb_error *err)
+                         const struct mb_layer *layer, const char *ca_file, struct mb_error *err)
 {
     char *script = NULL, *env = env_text(&layer->env);
     int project_fd = -1, rc;
@@ -221,6 +235,8 @@ static int write_entries(struct archive *a, const struct mb_machinefile *mf,
         rc = add_buffer(a, "step.sh", script, err);
     if (rc == 0)
         rc = add_buffer(a, "env", env, err);
+    if (rc == 0 && ca_file != NULL)
+        rc = add_ca(a, ca_file, err);
     if (rc == 0 && layer->file_count > 0) {
         project_fd = open(mf->project_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (project_fd < 0)
@@ -236,7 +252,7 @@ static int write_entries(struct archive *a, const struct mb_machinefile *mf,
 }
 
 int mb_payload_write(const struct mb_machinefile *mf, const struct mb_layer *layer,
-                     const char *dest, struct mb_error *err)
+                     const char *ca_file, const char *dest, struct mb_error *err)
 {
     struct archive *a = archive_write_new();
     int rc;
@@ -249,7 +265,7 @@ int mb_payload_write(const struct mb_machinefile *mf, const struct mb_layer *lay
         archive_write_free(a);
         return rc;
     }
-    rc = write_entries(a, mf, layer, err);
+    rc = write_entries(a, mf, layer, ca_file, err);
     if (archive_write_close(a) != ARCHIVE_OK && rc == 0)
         rc = archive_fail(a, dest, err);
     archive_write_free(a);

@@ -21,6 +21,7 @@ struct build_options {
     bool json;
     bool no_cache;
     bool refresh;
+    const char *ca_file;
     const char *progress; /* auto, plain or none */
 };
 
@@ -28,7 +29,7 @@ static int build_usage(FILE *out, int status)
 {
     fprintf(out,
             "Usage: %s build [--plan] [-f FILE] [--json] [--cache DIR] [--no-cache]\n"
-            "       [--refresh] [--progress=auto|plain|none]\n\n"
+            "       [--refresh] [--ca-cert FILE] [--progress=auto|plain|none]\n\n"
             "Build the layers of a Machinefile: the base, the packages, then one per step.\n"
             "Each missing layer runs in a throwaway VM; cached layers are reused.\n\n"
             "Options:\n"
@@ -37,6 +38,8 @@ static int build_usage(FILE *out, int status)
             "      --json         print the plan, or the build's summary, as JSON on stdout\n"
             "      --no-cache     rebuild every layer above the base\n"
             "      --refresh      rebuild the base image too, and so every layer\n"
+            "      --ca-cert FILE also trust these PEM certificates in steps (a TLS-inspecting\n"
+            "                     proxy's CA; default $MBUILD_CA_CERT); in no key or layer\n"
             "      --progress=MODE  auto or plain: phases and each step's output on stderr;\n"
             "                     none: only failures\n"
             "      --cache DIR    the layer cache (default: $MBUILD_CACHE, else\n"
@@ -49,15 +52,11 @@ static int build_usage(FILE *out, int status)
 static int parse_options(int argc, char **argv, struct build_options *opts)
 {
     static const struct option longopts[] = {
-        {"file", required_argument, NULL, 'f'},
-        {"plan", no_argument, NULL, 'p'},
-        {"json", no_argument, NULL, 'j'},
-        {"cache", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {"no-cache", no_argument, NULL, 'n'},
-        {"refresh", no_argument, NULL, 'r'},
-        {"progress", required_argument, NULL, 'P'},
-        {NULL, 0, NULL, 0},
+        {"file", required_argument, NULL, 'f'},     {"plan", no_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},           {"cache", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},           {"no-cache", no_argument, NULL, 'n'},
+        {"refresh", no_argument, NULL, 'r'},        {"ca-cert", required_argument, NULL, 'C'},
+        {"progress", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0},
     };
     int c;
 
@@ -87,6 +86,9 @@ static int parse_options(int argc, char **argv, struct build_options *opts)
             break;
         case 'P':
             opts->progress = optarg;
+            break;
+        case 'C':
+            opts->ca_file = optarg;
             break;
         case 'h':
             exit(build_usage(stdout, 0));
@@ -184,7 +186,8 @@ int cmd_build(int argc, char **argv)
         rc = opts.plan_only
                  ? show_plan(cache, mf, opts.json, &err)
                  : cli_build(cache, mf, opts.progress, opts.json,
-                             (struct cli_build_flags){opts.no_cache, opts.refresh}, NULL, &err);
+                             (struct cli_build_flags){opts.no_cache, opts.refresh, opts.ca_file},
+                             NULL, &err);
     mb_cache_close(cache);
     mb_machinefile_free(mf);
     return rc < 0 ? cli_fail(&err) : 0;

@@ -97,6 +97,7 @@ int cli_build(struct mb_cache *cache, const struct mb_machinefile *mf, const cha
     struct mb_build_options bopts = {
         .no_cache = flags.no_cache,
         .refresh = flags.refresh,
+        .ca_file = flags.ca_file != NULL ? flags.ca_file : getenv("MBUILD_CA_CERT"),
         .progress = &progress,
         .on_output = show_output,
         .ctx = &view,

@@ -15,6 +15,7 @@
 struct cli_build_flags {
     bool no_cache;
     bool refresh;
+    const char *ca_file; /* --ca-cert, else $MBUILD_CA_CERT, else NULL */
 };
 
 /* Cancel on SIGINT and SIGTERM (see mbuild/cancel.h). */

@@ -29,6 +29,7 @@
 struct mb_build_options {
     bool no_cache;                      /* rebuild every layer but the base */
     bool refresh;                       /* rebuild the base too, and so everything */
+    const char *ca_file;                /* extra certificates steps trust (a proxy CA), or NULL */
     const struct mb_progress *progress; /* phases: "greet: starting VM" */
     mb_step_output_fn on_output;        /* each line a step prints; ctx below */
     void *ctx;

@@ -56,11 +56,11 @@ int mb_machine_list(struct mb_machine **out, size_t *count, struct mb_error *err
 
 struct mb_machine_start {
     const struct mb_machinefile *mf;
-    const char *image;     /* "sha256:..." of the top layer */
-    const char *disk;      /* the image's flattened disk (mb_image_assemble) */
+    const char *image; /* "sha256:..." of the top layer */
+    const char *disk;  /* the image's flattened disk (mb_image_assemble) */
     const struct mb_appliance *appliance;
-    const char *name;      /* NULL: the project's machine, else a new unique name */
-    bool keep_root;        /* keep the root disk (also when mf->persistent) */
+    const char *name;         /* NULL: the project's machine, else a new unique name */
+    bool keep_root;           /* keep the root disk (also when mf->persistent) */
     unsigned timeout_seconds; /* for the guest to answer ssh */
     const struct mb_progress *progress;
 };
