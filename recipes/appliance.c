@@ -14,7 +14,7 @@
 #include "mbuild/debpkg.h"
 #include "mbuild/fsutil.h"
 
-#define APPLIANCE_VERSION "mbuild appliance v1"
+#define APPLIANCE_VERSION "mbuild appliance v2"
 
 extern const unsigned char mb_appliance_init[];
 extern const unsigned long mb_appliance_init_len;

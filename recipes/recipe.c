@@ -7,7 +7,7 @@
 #include "mbuild/recipe.h"
 
 static const struct mb_recipe recipes[] = {
-    {"tiny", 1, "busybox root filesystem, for tests and quick starts", NULL},
+    {"tiny", 2, "busybox root filesystem with Dropbear ssh, for tests and quick starts", NULL},
     {"debian-12", 1, "Debian bookworm with systemd, openssh-server and sudo", "apt"},
 };
 
