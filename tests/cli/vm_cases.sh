@@ -328,3 +328,78 @@ steps:
     [[ $(jq -r '[.layers[].built] | all' <<<"$out") == true ]] || fail "--refresh rebuilt not all"
     expect_cache_valid
 }
+
+# An ordinary user the test creates when run as root (CI), with the
+# subordinate ids debian-12 needs; sets $user_home. Returns 1 when not root.
+ordinary_user() {
+    [[ $(id -u) -eq 0 ]] || return 1
+    id mbtest >/dev/null 2>&1 || useradd -m mbtest || fail "cannot create user mbtest"
+    grep -q '^mbtest:' /etc/subuid 2>/dev/null ||
+        usermod --add-subuids 200000-265535 --add-subgids 200000-265535 mbtest ||
+        fail "cannot give mbtest subordinate ids"
+    user_home=$(getent passwd mbtest | cut -d: -f6)
+}
+
+# as_user CMD...: run as mbtest with a minimal environment.
+as_user() {
+    runuser -u mbtest -- env -i HOME="$user_home" PATH=/usr/bin:/bin "$@"
+}
+
+# The example the README leads to, from scratch on debian-12, as an
+# ordinary user when run as root: the base from Debian's mirror, packages
+# through apt in a step VM, `npm ci` and a global install from npm's
+# registry, all through the VM's NAT.
+test_vm_node_agent_example_builds_from_scratch() {
+    seed_cache
+    local project=$PWD/project runner=()
+    if ordinary_user; then
+        project=$user_home/node-agent
+        export MBUILD_CACHE=$user_home/.cache/mbuild
+        rm -rf "$project" "$MBUILD_CACHE"
+        seed_cache
+        runner=(as_user env MBUILD_CACHE="$MBUILD_CACHE")
+    fi
+    cp -r "$ROOT/examples/node-agent" "$project"
+    # The example plus one step that proves what the layers hold.
+    awk '/^ports:/ && !done { print "  - name: verify"; print "    run: node --version && ls /work/node_modules/is-number && command -v codex"; done = 1 } { print }' \
+        "$ROOT/examples/node-agent/Machinefile" >"$project/Machinefile"
+    [[ -n ${user_home:-} ]] && chown -R mbtest: "$project" "$MBUILD_CACHE"
+    run "${runner[@]}" "$MBUILD" build -f "$project/Machinefile"
+    expect_status 0
+    expect_out '^\[1/5\] base +built'
+    expect_out '^\[5/5\] verify +built'
+    expect_err '^verify \| v[0-9]+\.'
+    expect_err '^verify \| /usr/(local/)?bin/codex$'
+    run "${runner[@]}" "$MBUILD" build -f "$project/Machinefile"
+    expect_status 0
+    [[ $(grep -c ' cached,' <<<"$out") == 5 ]] || fail "second build was not all cache hits"
+    expect_cache_valid
+    [[ -z $(pgrep -u mbtest 2>/dev/null) ]] || fail "processes of mbtest left running"
+}
+
+test_vm_ca_cert_reaches_the_step_but_no_key_or_layer() {
+    seed_cache
+    printf -- '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n' >extra.pem
+    write_machinefile 'version: 1
+base: tiny
+steps:
+  - {name: tls, run: "head -n 1 \"$NODE_EXTRA_CA_CERTS\"; grep -c MIIBfake \"$SSL_CERT_FILE\""}'
+    local keys
+    keys=$("$MBUILD" build --plan --json -f project/Machinefile | jq -r '.layers[].key')
+    run "$MBUILD" build --ca-cert extra.pem -f project/Machinefile
+    expect_status 0
+    expect_err '^tls \| -----BEGIN CERTIFICATE-----$'
+    expect_err '^tls \| 1$'
+    [[ $("$MBUILD" build --plan --json -f project/Machinefile | jq -r '.layers[].key') == "$keys" ]] ||
+        fail "the certificate changed a key"
+    # A later step built without it finds no trace of it in the layer.
+    printf '  - {name: after, run: "test ! -e /.mbuild/ca.pem && ! grep -rqs MIIBfake /etc /root /tmp && echo clean"}\n' \
+        >>project/Machinefile
+    run "$MBUILD" build -f project/Machinefile
+    expect_status 0
+    expect_out '^\[2/3\] tls +cached'
+    expect_err '^after \| clean$'
+    run "$MBUILD" build --ca-cert missing.pem --no-cache -f project/Machinefile
+    expect_status 2
+    expect_err "certificates: open 'missing.pem'"
+}
