@@ -401,11 +401,17 @@ static void remove_stage(const char *stage)
  */
 static void apt_lists_state(char *out, size_t size)
 {
+    struct mb_deb none = {0};
+    char ours[MB_DIGEST_HEX_LEN + 1];
+    struct mb_digest d;
     struct stat st;
 
+    /* What the appliance is made of besides the packages: init, scripts, modules. */
+    compute_key(&none, &none, &d);
+    mb_digest_hex(&d, ours);
     if (stat("/var/lib/apt/lists", &st) < 0)
         memset(&st, 0, sizeof(st));
-    snprintf(out, size, "%s %lld.%09ld %llu", APPLIANCE_VERSION, (long long)st.st_mtim.tv_sec,
+    snprintf(out, size, "%s %lld.%09ld %llu", ours, (long long)st.st_mtim.tv_sec,
              st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
 }
 
