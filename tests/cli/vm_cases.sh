@@ -351,7 +351,9 @@ as_user() {
 # registry, all through the VM's NAT.
 test_vm_node_agent_example_builds_from_scratch() {
     seed_cache
-    local project=$PWD/project runner=()
+    # Behind a TLS-inspecting proxy (as on the machines CI runs on), npm in
+    # the VM needs the CA this host trusts; elsewhere this changes nothing.
+    local project=$PWD/project runner=() ca=/etc/ssl/certs/ca-certificates.crt
     if ordinary_user; then
         project=$user_home/node-agent
         export MBUILD_CACHE=$user_home/.cache/mbuild
@@ -359,6 +361,7 @@ test_vm_node_agent_example_builds_from_scratch() {
         seed_cache
         runner=(as_user env MBUILD_CACHE="$MBUILD_CACHE")
     fi
+    [[ -r $ca ]] && runner+=(env MBUILD_CA_CERT="$ca")
     cp -r "$ROOT/examples/node-agent" "$project"
     # The example plus one step that proves what the layers hold.
     awk '/^ports:/ && !done { print "  - name: verify"; print "    run: node --version && ls /work/node_modules/is-number && command -v codex"; done = 1 } { print }' \
