@@ -200,10 +200,14 @@ static int write_pid(const struct mb_machine *m, const char *file, pid_t pid, st
     return rc;
 }
 
-/* passt on one end of a socket pair, forwarding ssh and the Machinefile's ports. */
-static int start_passt(const struct mb_machine *m, const struct mb_machinefile *mf, int *qemu_fd,
+/*
+ * passt on one end of a socket pair, forwarding ssh and the Machinefile's
+ * ports; the host's loopback stays closed to the guest unless asked.
+ */
+static int start_passt(const struct mb_machine *m, const struct mb_machine_start *o, int *qemu_fd,
                        struct mb_error *err)
 {
+    const struct mb_machinefile *mf = o->mf;
     struct vm_args a = {0};
     int pair[2], rc;
     pid_t pid;
@@ -214,7 +218,8 @@ static int start_passt(const struct mb_machine *m, const struct mb_machinefile *
     vm_args_add(&a, "passt");
     vm_args_add(&a, "--foreground");
     vm_args_add(&a, "--quiet");
-    vm_args_add(&a, "--no-map-gw");
+    if (!o->host_loopback)
+        vm_args_add(&a, "--no-map-gw");
     vm_args_add(&a, "--fd");
     vm_args_add(&a, "%d", pair[0]);
     vm_args_add(&a, "-t");
@@ -454,7 +459,7 @@ static int boot(const struct mb_machine_start *o, struct mb_machine *m, bool sam
     if (rc == 0)
         rc = machine_write_state(m, err);
     if (rc == 0)
-        rc = start_passt(m, o->mf, &net_fd, err);
+        rc = start_passt(m, o, &net_fd, err);
     mb_progress_say(o->progress, "machine '%s': booting", m->name);
     if (rc == 0)
         rc = start_qemu(o, m, net_fd, &qemu, err);

@@ -79,27 +79,34 @@ struct start_options {
     const char *cache_dir;
     const char *progress;
     bool keep;
+    bool host_loopback;
     unsigned timeout;
 };
 
 static const char start_usage[] =
     "start [DIR] [--name NAME] [--keep] [--cache DIR] [--timeout SECONDS]\n"
-    "       [--progress=auto|plain|none]\n\n"
+    "       [--progress=auto|plain|none] [--open-host-loopback]\n\n"
     "Start the VM of the project in DIR (default: here) from the image its\n"
     "Machinefile describes, building the missing layers first. Returns when the\n"
     "VM answers ssh. Each start begins from the image on a fresh root disk unless\n"
-    "--keep or `persistent: true`; volumes and the project mount always last.\n";
+    "--keep or `persistent: true`; volumes and the project mount always last.\n"
+    "The VM cannot reach services on this host's 127.0.0.1 by any address unless\n"
+    "--open-host-loopback, which maps them to the VM's gateway address.\n";
 
 static int parse_start(int argc, char **argv, struct start_options *o)
 {
     static const struct option longopts[] = {
-        {"name", required_argument, NULL, 'n'},    {"keep", no_argument, NULL, 'k'},
-        {"cache", required_argument, NULL, 'c'},   {"progress", required_argument, NULL, 'p'},
-        {"timeout", required_argument, NULL, 't'}, {NULL, 0, NULL, 0},
+        {"name", required_argument, NULL, 'n'},
+        {"keep", no_argument, NULL, 'k'},
+        {"cache", required_argument, NULL, 'c'},
+        {"progress", required_argument, NULL, 'p'},
+        {"timeout", required_argument, NULL, 't'},
+        {"open-host-loopback", no_argument, NULL, 'l'},
+        {NULL, 0, NULL, 0},
     };
     int c;
 
-    *o = (struct start_options){".", NULL, NULL, "auto", false, DEFAULT_BOOT_TIMEOUT};
+    *o = (struct start_options){".", NULL, NULL, "auto", false, false, DEFAULT_BOOT_TIMEOUT};
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
@@ -107,6 +114,8 @@ static int parse_start(int argc, char **argv, struct start_options *o)
             o->name = optarg;
         else if (c == 'k')
             o->keep = true;
+        else if (c == 'l')
+            o->host_loopback = true;
         else if (c == 'c')
             o->cache_dir = optarg;
         else if (c == 'p')
@@ -154,9 +163,19 @@ static int start_machine(const struct start_options *o, struct mb_machine *m, bo
         rc = mb_appliance_ensure(dir, &progress, &appliance, err);
     if (rc == 0) {
         mb_digest_str(&plan->layers[plan->count - 1].key, image);
-        rc = mb_machine_start(&(struct mb_machine_start){mf, image, disk, &appliance, o->name,
-                                                         o->keep, o->timeout, &progress},
-                              m, already, err);
+        struct mb_machine_start start = {
+            .mf = mf,
+            .image = image,
+            .disk = disk,
+            .appliance = &appliance,
+            .name = o->name,
+            .keep_root = o->keep,
+            .host_loopback = o->host_loopback,
+            .timeout_seconds = o->timeout,
+            .progress = &progress,
+        };
+
+        rc = mb_machine_start(&start, m, already, err);
     }
     mb_appliance_clear(&appliance);
     mb_plan_free(plan);

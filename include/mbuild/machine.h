@@ -61,6 +61,7 @@ struct mb_machine_start {
     const struct mb_appliance *appliance;
     const char *name;         /* NULL: the project's machine, else a new unique name */
     bool keep_root;           /* keep the root disk (also when mf->persistent) */
+    bool host_loopback;       /* let the guest reach the host's 127.0.0.1 at its gateway */
     unsigned timeout_seconds; /* for the guest to answer ssh */
     const struct mb_progress *progress;
 };

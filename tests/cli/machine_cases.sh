@@ -150,3 +150,24 @@ steps:
     expect_out '^two +running'
     machine_cleanup
 }
+
+test_machine_open_host_loopback_on_purpose() {
+    machine_env
+    local secret=$((30000 + RANDOM % 10000))
+    write_machinefile 'version: 1
+base: tiny
+memory: 256MiB
+cpus: 1
+steps:
+  - {run: "true"}'
+    mkdir -p served && echo host-secret >served/index.html
+    python3 -m http.server "$secret" --bind 127.0.0.1 --directory served >/dev/null 2>&1 &
+    local server=$!
+    run start_in project --open-host-loopback
+    expect_status 0
+    run "$MACHINE" exec project -- sh -c "gw=\$(ip route | awk '/default/ {print \$3}');
+        timeout 5 wget -q -O - http://\$gw:$secret/"
+    kill $server
+    expect_out '^host-secret$'
+    machine_cleanup
+}
