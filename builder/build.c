@@ -429,8 +429,8 @@ static int make_disk(struct build *b, const struct mb_layer *layer, const char *
 }
 
 /* Store the disk as the layer's blob and record it; keep disk and log unpacked. */
-static int capture(struct build *b, const struct mb_layer *layer, const char *disk, uint64_t *size,
-                   struct mb_error *err)
+static int capture(struct build *b, const struct mb_layer *layer, const char *disk,
+                   const struct timespec *start, uint64_t *size, struct mb_error *err)
 {
     struct mb_layer_record rec = {0};
     char hex[MB_DIGEST_HEX_LEN + 1], parent[MB_DIGEST_HEX_LEN + 8];
@@ -449,6 +449,7 @@ static int capture(struct build *b, const struct mb_layer *layer, const char *di
     rec.parent_key = layer->parent;
     rec.step = layer->name;
     rec.created = rec.last_used = (int64_t)time(NULL);
+    rec.build_ms = (int64_t)(seconds_since(start) * 1000);
     if (rc == 0 && layer->has_parent) {
         mb_digest_hex(&layer->parent, hex);
         snprintf(parent, sizeof(parent), "%s.qcow2", hex);
@@ -506,7 +507,7 @@ static int build_layer(struct build *b, size_t i, bool force, struct mb_error *e
     if (rc == 0 && found == 0) {
         rc = make_disk(b, layer, disk, err);
         if (rc == 0)
-            rc = capture(b, layer, disk, &size, err);
+            rc = capture(b, layer, disk, &start, &size, err);
         unlink(disk);
     }
     if (lock_fd >= 0)

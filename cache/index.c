@@ -84,6 +84,7 @@ struct record_fields {
     const char *step;
     json_int_t created;
     json_int_t last_used;
+    json_int_t build_ms;
 };
 
 static int field_digest(const char *field, const char *text, struct mb_digest *out,
@@ -109,7 +110,8 @@ static int fields_check(const struct record_fields *f, struct mb_error *err)
         return damaged(err, "unknown record version %lld", (long long)f->version);
     if (field_count("size", f->size, err) < 0 || field_count("diff_size", f->diff_size, err) < 0 ||
         field_count("created", f->created, err) < 0 ||
-        field_count("last_used", f->last_used, err) < 0)
+        field_count("last_used", f->last_used, err) < 0 ||
+        field_count("build_ms", f->build_ms, err) < 0)
         return -1;
     return 0;
 }
@@ -128,6 +130,7 @@ static int fields_to_record(const struct record_fields *f, struct mb_layer_recor
     rec->blob.diff_size = (uint64_t)f->diff_size;
     rec->created = f->created;
     rec->last_used = f->last_used;
+    rec->build_ms = f->build_ms;
     rec->step = strdup(f->step);
     if (rec->step == NULL)
         return oom(err);
@@ -146,11 +149,11 @@ static int record_decode(const char *text, size_t len, const struct mb_digest *w
     memset(rec, 0, sizeof(*rec));
     if (root == NULL)
         return damaged(err, "line %d: %s", jerr.line, jerr.text);
-    rc = json_unpack_ex(root, &jerr, JSON_STRICT,
-                        "{s:I, s:s, s?s, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "version", &f.version,
-                        "key", &f.key, "parent_key", &f.parent_key, "digest", &f.digest, "size",
-                        &f.size, "diff_digest", &f.diff_digest, "diff_size", &f.diff_size, "step",
-                        &f.step, "created", &f.created, "last_used", &f.last_used);
+    rc = json_unpack_ex(
+        root, &jerr, JSON_STRICT, "{s:I, s:s, s?s, s:s, s:I, s:s, s:I, s:s, s:I, s:I, s?I}",
+        "version", &f.version, "key", &f.key, "parent_key", &f.parent_key, "digest", &f.digest,
+        "size", &f.size, "diff_digest", &f.diff_digest, "diff_size", &f.diff_size, "step", &f.step,
+        "created", &f.created, "last_used", &f.last_used, "build_ms", &f.build_ms);
     if (rc < 0)
         rc = damaged(err, "%s", jerr.text);
     if (rc == 0)
@@ -194,12 +197,13 @@ static char *record_encode(const struct mb_layer_record *rec, struct mb_error *e
     mb_digest_str(&rec->parent_key, parent);
     mb_digest_str(&rec->blob.digest, digest);
     mb_digest_str(&rec->blob.diff_digest, diff);
-    obj = json_pack_ex(&jerr, 0, "{s:i, s:s, s:s*, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "version",
-                       RECORD_VERSION, "key", key, "parent_key", rec->has_parent ? parent : NULL,
-                       "digest", digest, "size", (json_int_t)rec->blob.size, "diff_digest", diff,
-                       "diff_size", (json_int_t)rec->blob.diff_size, "step",
-                       rec->step ? rec->step : "", "created", (json_int_t)rec->created, "last_used",
-                       (json_int_t)rec->last_used);
+    obj = json_pack_ex(&jerr, 0, "{s:i, s:s, s:s*, s:s, s:I, s:s, s:I, s:s, s:I, s:I, s:I}",
+                       "version", RECORD_VERSION, "key", key, "parent_key",
+                       rec->has_parent ? parent : NULL, "digest", digest, "size",
+                       (json_int_t)rec->blob.size, "diff_digest", diff, "diff_size",
+                       (json_int_t)rec->blob.diff_size, "step", rec->step ? rec->step : "",
+                       "created", (json_int_t)rec->created, "last_used", (json_int_t)rec->last_used,
+                       "build_ms", (json_int_t)rec->build_ms);
     if (obj == NULL) {
         mb_error_set(err, MB_ERR_GENERAL, "encode record: %s", jerr.text);
         return NULL;

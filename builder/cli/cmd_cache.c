@@ -80,12 +80,13 @@ static json_t *digest_json(const struct mb_digest *d)
 
 static json_t *record_json(const struct mb_layer_record *r)
 {
-    return json_pack("{s:o, s:o*, s:o, s:I, s:o, s:I, s:s, s:I, s:I}", "key", digest_json(&r->key),
-                     "parent", r->has_parent ? digest_json(&r->parent_key) : NULL, "digest",
+    return json_pack("{s:o, s:o*, s:o, s:I, s:o, s:I, s:s, s:I, s:I, s:I}", "key",
+                     digest_json(&r->key), "parent",
+                     r->has_parent ? digest_json(&r->parent_key) : NULL, "digest",
                      digest_json(&r->blob.digest), "size", (json_int_t)r->blob.size, "diff_digest",
                      digest_json(&r->blob.diff_digest), "diff_size", (json_int_t)r->blob.diff_size,
                      "step", r->step ? r->step : "", "created", (json_int_t)r->created, "last_used",
-                     (json_int_t)r->last_used);
+                     (json_int_t)r->last_used, "build_ms", (json_int_t)r->build_ms);
 }
 
 static void print_json(const struct mb_layer_record *recs, size_t count)

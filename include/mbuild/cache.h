@@ -90,6 +90,7 @@ struct mb_layer_record {
     char *step;               /* what the layer is: "run: npm ci", malloc'ed */
     int64_t created;          /* Unix seconds */
     int64_t last_used;        /* Unix seconds */
+    int64_t build_ms;         /* how long making the layer took; 0 when unknown */
 };
 
 /* Record (or replace) a layer in the key index, atomically. */

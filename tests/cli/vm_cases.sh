@@ -68,6 +68,13 @@ steps:
     expect_err '^read \| env=hello/unset$'
     expect_out '^\[3/3\] read +built in'
     [[ $(layer_count) == 3 ]] || fail "expected 3 layers in the cache"
+    # Each built layer keeps its duration and its VM's console.
+    local key
+    for key in $("$MBUILD" cache ls --json | jq -r '.layers[] | select(.step != "base") | select(.build_ms > 1000) | .key'); do
+        grep -q "^write \|^conf=\|^read=" "$MBUILD_CACHE/logs/${key#sha256:}.log" || fail "no log for $key"
+    done
+    [[ $("$MBUILD" cache ls --json | jq '[.layers[] | select(.step != "base" and .build_ms > 1000)] | length') == 2 ]] ||
+        fail "step durations not recorded"
     expect_cache_valid
     # Nothing of the host reaches a stored layer: no backing path in any blob.
     for blob in "$MBUILD_CACHE"/blobs/sha256/*; do
@@ -377,6 +384,19 @@ test_vm_node_agent_example_builds_from_scratch() {
     expect_status 0
     [[ $(grep -c ' cached,' <<<"$out") == 5 ]] || fail "second build was not all cache hits"
     expect_cache_valid
+
+    # And a machine from it, with systemd and OpenSSH, where node runs.
+    local data=${user_home:-$PWD}/machine-data name
+    name=$(basename "$project")
+    rm -rf "$data"
+    runner+=(env XDG_DATA_HOME="$data")
+    run "${runner[@]}" "$MACHINE" start --progress=none "$project"
+    expect_status 0
+    expect_out "^machine '$name' is ready"
+    run "${runner[@]}" "$MACHINE" exec "$name" -- node --version
+    expect_status 0
+    expect_out '^v[0-9]+\.'
+    "${runner[@]}" "$MACHINE" rm --force "$name" >/dev/null 2>&1
     [[ -z $(pgrep -u mbtest 2>/dev/null) ]] || fail "processes of mbtest left running"
 }
 
