@@ -71,7 +71,7 @@ steps:
     # Each built layer keeps its duration and its VM's console.
     local key
     for key in $("$MBUILD" cache ls --json | jq -r '.layers[] | select(.step != "base") | select(.build_ms > 1000) | .key'); do
-        grep -q "^write \|^conf=\|^read=" "$MBUILD_CACHE/logs/${key#sha256:}.log" || fail "no log for $key"
+        grep -qE "^(conf|read)=" "$MBUILD_CACHE/logs/${key#sha256:}.log" || fail "no log for $key"
     done
     [[ $("$MBUILD" cache ls --json | jq '[.layers[] | select(.step != "base" and .build_ms > 1000)] | length') == 2 ]] ||
         fail "step durations not recorded"
