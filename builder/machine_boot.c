@@ -666,3 +666,20 @@ void mb_machine_argv_free(char **argv)
         free(argv[i]);
     free(argv);
 }
+
+int mb_machine_reset(struct mb_machine *m, struct mb_error *err)
+{
+    char *root = machine_path(m, "root.qcow2");
+
+    if (root == NULL)
+        return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+    if (m->running)
+        mb_machine_stop(m, err);
+    if (unlink(root) < 0 && errno != ENOENT) {
+        mb_error_errno(err, MB_ERR_GENERAL, errno, "remove '%s'", root);
+        free(root);
+        return -1;
+    }
+    free(root);
+    return 0;
+}

@@ -16,6 +16,7 @@ static const struct cli_command commands[] = {
     {"ssh-config", "print a Host block for ~/.ssh/config", cmd_machine_ssh_config},
     {"stop", "stop a VM", cmd_machine_stop},
     {"ls", "list VMs", cmd_machine_ls},
+    {"reset", "drop a VM's root disk: the next start is fresh", cmd_machine_reset},
     {"rm", "remove a VM and its volumes", cmd_machine_rm},
 };
 

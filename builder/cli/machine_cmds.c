@@ -319,6 +319,28 @@ int cmd_machine_stop(int argc, char **argv)
     return rc;
 }
 
+int cmd_machine_reset(int argc, char **argv)
+{
+    struct mb_machine m;
+    struct mb_error err = {0};
+    int rc;
+
+    if (wants_help(argc, argv,
+                   "reset [NAME]\n\n"
+                   "Drop the VM's root disk now (stopping it first), so its next start begins\n"
+                   "from the image even with `persistent: true`. Volumes are kept.\n"))
+        return 0;
+    rc = find_machine(argc > 1 ? argv[1] : NULL, &m);
+    if (rc != 0)
+        return rc;
+    if (mb_machine_reset(&m, &err) < 0)
+        rc = cli_fail(&err);
+    else
+        printf("machine '%s' reset: its next start begins from the image\n", m.name);
+    mb_machine_clear(&m);
+    return rc;
+}
+
 int cmd_machine_rm(int argc, char **argv)
 {
     struct mb_machine m;

@@ -9,6 +9,7 @@ int cmd_machine_exec(int argc, char **argv);
 int cmd_machine_ssh_config(int argc, char **argv);
 int cmd_machine_stop(int argc, char **argv);
 int cmd_machine_ls(int argc, char **argv);
+int cmd_machine_reset(int argc, char **argv);
 int cmd_machine_rm(int argc, char **argv);
 
 #endif

@@ -78,6 +78,9 @@ int mb_machine_start(const struct mb_machine_start *opts, struct mb_machine *out
 /* Clean shutdown over ssh, then SIGTERM and SIGKILL after a timeout. Stopped is success. */
 int mb_machine_stop(struct mb_machine *m, struct mb_error *err);
 
+/* Drop the root disk now (stopping the machine first): the next start is fresh. Volumes stay. */
+int mb_machine_reset(struct mb_machine *m, struct mb_error *err);
+
 /* Remove the machine and its volumes; a running one only with `force` (it is killed). */
 int mb_machine_remove(struct mb_machine *m, bool force, struct mb_error *err);
 

@@ -112,6 +112,14 @@ volumes:
     expect_out '^kept$'
     expect_out '^vol$'
 
+    # reset drops the kept root disk now; the volume stays.
+    run "$MACHINE" reset project
+    expect_status 0
+    start_in project >/dev/null || fail "start after reset"
+    run "$MACHINE" exec project -- sh -c 'cat /data/vol-file; ls /root-file'
+    expect_out '^vol$'
+    [[ $status -ne 0 ]] || fail "reset kept the root disk"
+
     run "$MACHINE" rm project
     expect_status 2
     expect_err "is running"
