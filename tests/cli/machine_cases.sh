@@ -179,3 +179,25 @@ steps:
     expect_out '^host-secret$'
     machine_cleanup
 }
+
+test_machine_two_starts_at_once_boot_one_vm() {
+    machine_env
+    write_machinefile 'version: 1
+base: tiny
+memory: 256MiB
+cpus: 1
+steps:
+  - {run: "true"}'
+    # Build first: the race under test is the start, not the build.
+    "$MBUILD" build --progress=none -f project/Machinefile >/dev/null || fail "build"
+    (cd project && "$MACHINE" start --progress=none >../one.out 2>&1) &
+    local one=$!
+    (cd project && "$MACHINE" start --progress=none >../two.out 2>&1) &
+    local two=$!
+    wait $one || fail "first start failed: $(cat one.out)"
+    wait $two || fail "second start failed: $(cat two.out)"
+    [[ $(cat one.out two.out | grep -c 'is ready in') == 1 ]] || fail "not exactly one boot"
+    [[ $(cat one.out two.out | grep -c 'already running') == 1 ]] || fail "no 'already running'"
+    [[ $(pgrep -fc "qemu-system.*$XDG_DATA_HOME") == 1 ]] || fail "not exactly one QEMU"
+    machine_cleanup
+}
