@@ -136,24 +136,45 @@ static int make_dirs(struct mb_cache *cache, struct mb_error *err)
     return 0;
 }
 
-/* A fresh work directory, locked for the life of this build. */
+/*
+ * A fresh work directory, locked for the life of this build. The lock
+ * file comes first and is locked before the directory exists, so another
+ * build's sweep never takes a directory being made for its own.
+ */
 static int open_work(struct build *b, struct mb_error *err)
 {
     char *root = mb_path_join(mb_cache_dir(b->cache), "work");
     char *lock = NULL;
+    struct stat st;
+    int fd = -1;
 
     if (root == NULL)
         return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
     sweep_work(root);
-    if (asprintf(&b->work, "%s/build-XXXXXX", root) < 0 || mkdtemp(b->work) == NULL ||
-        asprintf(&lock, "%s.lock", b->work) < 0) {
-        free(root);
-        return mb_error_errno(err, MB_ERR_GENERAL, errno, "make a work directory");
+    /* A sweeper may take and unlink a new lock file before we lock it: then try again. */
+    for (int tries = 0; fd < 0 && tries < 10; tries++) {
+        free(lock);
+        if (asprintf(&lock, "%s/build-XXXXXX.lock", root) < 0 ||
+            (fd = mkostemps(lock, 5, O_CLOEXEC)) < 0)
+            break;
+        while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+        if (fstat(fd, &st) == 0 && st.st_nlink == 0) {
+            close(fd);
+            fd = -1;
+        }
     }
     free(root);
-    b->work_lock = lock_file(lock, LOCK_EX | LOCK_NB, err);
+    if (fd < 0) {
+        free(lock);
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "make a work directory");
+    }
+    b->work_lock = fd;
+    b->work = strndup(lock, strlen(lock) - strlen(".lock"));
     free(lock);
-    return b->work_lock < 0 ? -1 : 0;
+    if (b->work == NULL || mkdir(b->work, 0700) < 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "make a work directory");
+    return 0;
 }
 
 static void close_work(struct build *b)

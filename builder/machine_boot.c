@@ -487,45 +487,72 @@ static int fill_new(const struct mb_machine_start *o, const char *name, struct m
     return m->name && m->project_dir && m->dir ? 0 : mb_error_set(err, MB_ERR_GENERAL, "oom");
 }
 
+/* The machine's image and ports become this start's. */
+static int take_start(const struct mb_machine_start *o, struct mb_machine *m, struct mb_error *err)
+{
+    free(m->image);
+    free(m->ports);
+    m->image = strdup(o->image);
+    m->ports = ports_text(o->mf);
+    return m->image && m->ports ? 0 : mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+}
+
+/*
+ * Decide which machine this start is and lock it: the name is chosen and
+ * a new machine's state written under a lock on all names, so two starts
+ * of one project at once agree on one machine. Returns the name's lock,
+ * or -1; *found says whether the machine existed.
+ */
+static int claim(const struct mb_machine_start *o, struct mb_machine *out, int *found,
+                 struct mb_error *err)
+{
+    int all = lock_name("-names", err), lock = -1; /* "-names" is no machine's name */
+    char *name = all < 0 ? NULL : choose_name(o, err);
+
+    *found = -1;
+    if (name != NULL && (lock = lock_name(name, err)) >= 0)
+        *found = mb_machine_load(name, out, err);
+    if (*found == 1 && strcmp(out->project_dir, o->mf->project_dir) != 0)
+        *found =
+            mb_error_set(err, MB_ERR_INPUT, "machine '%s' belongs to '%s'", name, out->project_dir);
+    if (*found == 0 &&
+        (fill_new(o, name, out, err) < 0 || take_start(o, out, err) < 0 ||
+         mb_fs_mkdir_p(out->dir, 0700, err) < 0 || machine_write_state(out, err) < 0))
+        *found = -1;
+    if (*found < 0 && lock >= 0) {
+        close(lock);
+        lock = -1;
+    }
+    if (all >= 0)
+        close(all);
+    free(name);
+    return lock;
+}
+
 int mb_machine_start(const struct mb_machine_start *o, struct mb_machine *out, bool *already,
                      struct mb_error *err)
 {
-    char *name = choose_name(o, err);
     bool same_image = false;
-    int lock, found, rc;
+    int found, rc = 0;
+    int lock;
 
     memset(out, 0, sizeof(*out));
     *already = false;
-    if (name == NULL)
-        return -1;
-    lock = lock_name(name, err);
-    found = lock < 0 ? -1 : mb_machine_load(name, out, err);
-    rc = found < 0 ? -1 : 0;
-    if (found == 1 && strcmp(out->project_dir, o->mf->project_dir) != 0)
-        rc =
-            mb_error_set(err, MB_ERR_INPUT, "machine '%s' belongs to '%s'", name, out->project_dir);
-    if (rc == 0 && found == 1 && out->running)
+    lock = claim(o, out, &found, err);
+    if (lock < 0)
+        return mb_error_prefix(err, "start machine");
+    if (found == 1 && out->running) {
         *already = true;
-    else if (rc == 0) {
+    } else {
         if (found == 1) {
             same_image = strcmp(out->image, o->image) == 0;
-            free(out->image);
-            free(out->ports);
-            out->image = out->ports = NULL;
-        } else {
-            rc = fill_new(o, name, out, err);
+            rc = take_start(o, out, err);
         }
-        out->image = rc == 0 ? strdup(o->image) : NULL;
-        out->ports = rc == 0 ? ports_text(o->mf) : NULL;
-        if (rc == 0 && (out->image == NULL || out->ports == NULL))
-            rc = mb_error_set(err, MB_ERR_GENERAL, "out of memory");
         if (rc == 0)
             rc = boot(o, out, same_image, err);
         out->running = rc == 0;
     }
-    if (lock >= 0)
-        close(lock);
-    free(name);
+    close(lock);
     return rc < 0 ? mb_error_prefix(err, "start machine") : 0;
 }
 
