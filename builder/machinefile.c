@@ -1642,24 +1642,40 @@ static struct mb_mark mark_of_key(const struct node *item, const char *key)
     return at != NULL ? at->mark : item->mark;
 }
 
+/* No two items of the list `n` share the string at `name_offset` of their structs. */
+static int check_unique_names(struct ctx *c, const struct node *n, const void *items, size_t size,
+                              size_t count, size_t name_offset, const char *what)
+{
+    struct named *names;
+    int rc;
+
+    if (count < 2)
+        return 0;
+    names = malloc(count * sizeof(*names));
+    if (names == NULL)
+        return oom(c);
+    for (size_t i = 0; i < count; i++) {
+        const char *item = (const char *)items + i * size;
+
+        names[i] =
+            (struct named){*(char *const *)(item + name_offset), mark_of_key(n->kids[i], "name")};
+    }
+    rc = check_unique(c, names, count, what);
+    free(names);
+    return rc;
+}
+
 static int parse_steps(struct ctx *c, const struct node *n, void *slot)
 {
     struct mb_machinefile *mf = slot;
-    struct named *names;
     void *items;
     int rc = parse_list(c, n, sizeof(struct mb_step), step_item, &items, &mf->step_count);
 
     mf->steps = items;
-    if (rc < 0 || mf->step_count < 2)
+    if (rc < 0)
         return rc;
-    names = malloc(mf->step_count * sizeof(*names));
-    if (names == NULL)
-        return oom(c);
-    for (size_t i = 0; i < mf->step_count; i++)
-        names[i] = (struct named){mf->steps[i].name, mark_of_key(n->kids[i], "name")};
-    rc = check_unique(c, names, mf->step_count, "step name");
-    free(names);
-    return rc;
+    return check_unique_names(c, n, mf->steps, sizeof(struct mb_step), mf->step_count,
+                              offsetof(struct mb_step, name), "step name");
 }
 
 static int parse_mount_source(struct ctx *c, const struct node *n, void *slot)
@@ -1717,22 +1733,15 @@ static int volume_item(struct ctx *c, const struct node *n, void *elem, size_t i
 static int parse_volumes(struct ctx *c, const struct node *n, void *slot)
 {
     struct mb_machinefile *mf = slot;
-    struct named *names;
     void *items;
     int rc = parse_list(c, n, sizeof(struct mb_volume), volume_item, &items, &mf->volume_count);
 
     mf->volumes = items;
     c->volumes = n;
-    if (rc < 0 || mf->volume_count < 2)
+    if (rc < 0)
         return rc;
-    names = malloc(mf->volume_count * sizeof(*names));
-    if (names == NULL)
-        return oom(c);
-    for (size_t i = 0; i < mf->volume_count; i++)
-        names[i] = (struct named){mf->volumes[i].name, mark_of_key(n->kids[i], "name")};
-    rc = check_unique(c, names, mf->volume_count, "volume name");
-    free(names);
-    return rc;
+    return check_unique_names(c, n, mf->volumes, sizeof(struct mb_volume), mf->volume_count,
+                              offsetof(struct mb_volume, name), "volume name");
 }
 
 /* Two mounts or volumes on one target: one would hide the other. */
