@@ -44,6 +44,21 @@ int cli_dispatch(const struct cli_command *table, size_t count, int argc, char *
     return cli_usage_error("unknown command '%s'", argv[0]);
 }
 
+int cli_main(int argc, char **argv, const struct cli_command *table, size_t count,
+             int (*usage)(FILE *out, int status))
+{
+    if (argc < 2)
+        return usage(stderr, MB_ERR_INPUT);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return usage(stdout, 0);
+    if (strcmp(argv[1], "--version") == 0)
+        return cli_version();
+    if (argv[1][0] == '-')
+        return cli_usage_error("unknown option '%s'", argv[1]);
+    return cli_dispatch(table, count, argc - 1, argv + 1);
+}
+
 void cli_print_commands(FILE *out, const struct cli_command *table, size_t count)
 {
     for (size_t i = 0; i < count; i++)

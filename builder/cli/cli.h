@@ -36,6 +36,14 @@ struct cli_command {
 /* Run the subcommand named argv[0] from `table`, or fail with a usage error. */
 int cli_dispatch(const struct cli_command *table, size_t count, int argc, char **argv);
 
+/*
+ * The whole of a front end's main once cli_program is set: --help (through
+ * `usage`, which prints to its stream and returns the status given),
+ * --version, then the subcommand from `table`.
+ */
+int cli_main(int argc, char **argv, const struct cli_command *table, size_t count,
+             int (*usage)(FILE *out, int status));
+
 /* Print the table's names and summaries, indented, to `out`. */
 void cli_print_commands(FILE *out, const struct cli_command *table, size_t count);
 

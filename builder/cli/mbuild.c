@@ -34,14 +34,5 @@ static int usage(FILE *out, int status)
 int main(int argc, char **argv)
 {
     cli_program = "mbuild";
-    if (argc < 2)
-        return usage(stderr, MB_ERR_INPUT);
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0)
-        return usage(stdout, 0);
-    if (strcmp(argv[1], "--version") == 0)
-        return cli_version();
-    if (argv[1][0] == '-')
-        return cli_usage_error("unknown option '%s'", argv[1]);
-    return cli_dispatch(commands, COMMAND_COUNT, argc - 1, argv + 1);
+    return cli_main(argc, argv, commands, COMMAND_COUNT, usage);
 }
