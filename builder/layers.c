@@ -81,6 +81,19 @@ static int hash_regular(struct walk *w, int fd, struct mb_copied_file *f, struct
 static int walk_dir(struct walk *w, int dirfd, const char *source, const char *target,
                     struct mb_error *err);
 
+/* Record the regular file open at `fd` (stat'ed as `st`): its mode and content digest. */
+static int add_regular(struct walk *w, int fd, const struct stat *st, const char *source,
+                       const char *target, struct mb_error *err)
+{
+    struct mb_copied_file *f = add_file(w, source, target);
+
+    if (f == NULL)
+        return mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+    f->type = MB_FILE_REGULAR;
+    f->mode = st->st_mode & 07777;
+    return hash_regular(w, fd, f, err);
+}
+
 static int name_order(const struct dirent **a, const struct dirent **b)
 {
     return strcmp((*a)->d_name, (*b)->d_name);
@@ -119,7 +132,6 @@ static int add_symlink(struct walk *w, int dirfd, const char *name, const char *
 static int walk_entry(struct walk *w, int dirfd, const char *name, const char *source,
                       const char *target, struct mb_error *err)
 {
-    struct mb_copied_file *f;
     struct stat st;
     int fd, rc;
 
@@ -137,13 +149,7 @@ static int walk_entry(struct walk *w, int dirfd, const char *name, const char *s
         close(fd);
         return rc;
     }
-    f = add_file(w, source, target);
-    rc = f == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory") : 0;
-    if (rc == 0) {
-        f->type = MB_FILE_REGULAR;
-        f->mode = st.st_mode & 07777;
-        rc = hash_regular(w, fd, f, err);
-    }
+    rc = add_regular(w, fd, &st, source, target, err);
     close(fd);
     return rc;
 }
@@ -186,7 +192,6 @@ static int walk_dir(struct walk *w, int fd, const char *source, const char *targ
 /* Expand one `copy` entry: a file, or a directory and all beneath it. */
 static int expand_copy(struct walk *w, const struct mb_copy *copy, struct mb_error *err)
 {
-    struct mb_copied_file *f;
     struct stat st;
     int fd, rc;
 
@@ -204,13 +209,7 @@ static int expand_copy(struct walk *w, const struct mb_copy *copy, struct mb_err
     } else if (!S_ISREG(st.st_mode)) {
         rc = copy_error(w, err, "not a regular file or directory%s", "", 0);
     } else {
-        f = add_file(w, copy->source, copy->target);
-        rc = f == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory") : 0;
-        if (rc == 0) {
-            f->type = MB_FILE_REGULAR;
-            f->mode = st.st_mode & 07777;
-            rc = hash_regular(w, fd, f, err);
-        }
+        rc = add_regular(w, fd, &st, copy->source, copy->target, err);
     }
     close(fd);
     return rc;
