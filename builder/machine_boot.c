@@ -215,13 +215,7 @@ static int start_passt(const struct mb_machine *m, const struct mb_machine_start
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
         return mb_error_errno(err, MB_ERR_GENERAL, errno, "socketpair");
-    vm_args_add(&a, "passt");
-    vm_args_add(&a, "--foreground");
-    vm_args_add(&a, "--quiet");
-    if (!o->host_loopback)
-        vm_args_add(&a, "--no-map-gw");
-    vm_args_add(&a, "--fd");
-    vm_args_add(&a, "%d", pair[0]);
+    vm_args_passt(&a, pair[0], o->host_loopback);
     vm_args_add(&a, "-t");
     vm_args_add(&a, "127.0.0.1/%d:22", m->ssh_port);
     for (size_t i = 0; i < mf->port_count; i++) {

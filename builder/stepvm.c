@@ -326,7 +326,7 @@ int mb_step_vm_run(const struct mb_step_vm *vm, struct mb_step_outcome *out, str
         return -1;
     if (vm->log != NULL && (c.log = fopen(vm->log, "ae")) == NULL)
         return mb_error_errno(err, MB_ERR_GENERAL, errno, "open '%s'", vm->log);
-    rc = vm->network ? mb_net_start(NULL, 0, &net, err) : 0;
+    rc = vm->network ? mb_net_start(&net, err) : 0;
     if (rc == 0) {
         rc = run_qemu(vm, mb_vm_use_kvm(vm->appliance, vm->progress), &c, vm->network ? &net : NULL,
                       out, err);

@@ -56,6 +56,17 @@ void vm_args_boot(struct vm_args *a, const struct mb_appliance *appliance, bool 
     vm_args_add(a, "%s", appliance->initrd);
 }
 
+void vm_args_passt(struct vm_args *a, int fd, bool host_loopback)
+{
+    vm_args_add(a, "passt");
+    vm_args_add(a, "--foreground");
+    vm_args_add(a, "--quiet");
+    if (!host_loopback)
+        vm_args_add(a, "--no-map-gw");
+    vm_args_add(a, "--fd");
+    vm_args_add(a, "%d", fd);
+}
+
 void vm_args_append(struct vm_args *a, const char *extra)
 {
     vm_args_add(a, "-append");

@@ -32,6 +32,14 @@ void vm_args_free(struct vm_args *a);
 void vm_args_boot(struct vm_args *a, const struct mb_appliance *appliance, bool kvm,
                   uint64_t memory, unsigned cpus);
 
+/*
+ * passt serving the VM on the socket `fd`, as it must always run: in the
+ * foreground, and with --no-map-gw so the guest cannot reach the host's
+ * own loopback, unless `host_loopback` asks for exactly that. The caller
+ * adds port forwards (-t 127.0.0.1/HOST:GUEST).
+ */
+void vm_args_passt(struct vm_args *a, int fd, bool host_loopback);
+
 /* The kernel command line every appliance boot starts with. */
 void vm_args_append(struct vm_args *a, const char *extra);
 

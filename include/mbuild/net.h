@@ -7,21 +7,14 @@
  * address to the host's own 127.0.0.1, which would let a hostile package
  * in the guest reach a database or a dev server on the laptop. With it,
  * the guest reaches the outside world and nothing listening on the host's
- * loopback. Forwarded ports listen on the host's 127.0.0.1 only.
+ * loopback. This is a step VM's network; machines start the same passt
+ * (vm_args_passt) as a daemon with their forwarded ports.
  */
 #ifndef MBUILD_NET_H
 #define MBUILD_NET_H
 
-#include <stddef.h>
-#include <stdint.h>
-
 #include "mbuild/error.h"
 #include "mbuild/spawn.h"
-
-struct mb_net_forward {
-    uint16_t host;
-    uint16_t guest;
-};
 
 struct mb_net {
     struct mb_child passt;
@@ -34,8 +27,7 @@ struct mb_net {
  * No socket file exists anywhere, so nothing else can connect, and passt
  * exits when QEMU goes away. Free with mb_net_stop.
  */
-int mb_net_start(const struct mb_net_forward *forwards, size_t count, struct mb_net *out,
-                 struct mb_error *err);
+int mb_net_start(struct mb_net *out, struct mb_error *err);
 
 /* Close our copy of QEMU's end once QEMU has it. */
 void mb_net_release(struct mb_net *net);
