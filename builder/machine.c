@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,19 +41,6 @@ char *machine_path(const struct mb_machine *m, const char *name)
     return mb_path_join(m->dir, name);
 }
 
-static pid_t live_pid(const struct mb_machine *m, const char *file, const char *needle);
-
-/* QEMU names the machine's directory (its disks) in its argv; passt has nothing of ours. */
-pid_t machine_qemu_pid(const struct mb_machine *m)
-{
-    return live_pid(m, "qemu.pid", m->dir);
-}
-
-pid_t machine_passt_pid(const struct mb_machine *m)
-{
-    return live_pid(m, "passt.pid", "passt");
-}
-
 /*
  * The pid in `file` of m's directory when that process is alive and its
  * command line holds `needle` (a pid can be reused), else 0.
@@ -86,6 +72,17 @@ static pid_t live_pid(const struct mb_machine *m, const char *file, const char *
             cmdline[i] = ' ';
     cmdline[n] = '\0';
     return strstr(cmdline, needle) != NULL ? pid : 0;
+}
+
+/* QEMU names the machine's directory (its disks) in its argv; passt has nothing of ours. */
+pid_t machine_qemu_pid(const struct mb_machine *m)
+{
+    return live_pid(m, "qemu.pid", m->dir);
+}
+
+pid_t machine_passt_pid(const struct mb_machine *m)
+{
+    return live_pid(m, "passt.pid", "passt");
 }
 
 static int state_decode(json_t *doc, struct mb_machine *m, struct mb_error *err)
@@ -280,23 +277,13 @@ char *machine_new_name(const char *project_dir, struct mb_error *err)
     return NULL;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
 int mb_machine_remove(struct mb_machine *m, bool force, struct mb_error *err)
 {
     if (m->running && !force)
         return mb_error_set(err, MB_ERR_INPUT,
                             "machine '%s' is running: stop it first, or use --force", m->name);
     machine_kill(m);
-    if (nftw(m->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
-        return mb_error_errno(err, MB_ERR_GENERAL, errno, "remove '%s'", m->dir);
-    return 0;
+    return mb_fs_remove_tree(m->dir, err);
 }
 
 void mb_machine_clear(struct mb_machine *m)

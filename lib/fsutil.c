@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,4 +196,27 @@ int mb_fs_open_beneath(int dirfd, const char *relpath, int flags)
         fd = syscall(SYS_openat2, dirfd, relpath, &how, sizeof(how));
     while (fd < 0 && errno == EINTR);
     return (int)fd;
+}
+
+/* nftw passes no context: the first failure of the walk under way (one at a time per thread). */
+static __thread int remove_errno;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) < 0 && errno != ENOENT && remove_errno == 0)
+        remove_errno = errno;
+    return 0;
+}
+
+int mb_fs_remove_tree(const char *path, struct mb_error *err)
+{
+    remove_errno = 0;
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+        remove_errno = errno;
+    if (remove_errno != 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, remove_errno, "remove '%s'", path);
+    return 0;
 }

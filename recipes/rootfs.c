@@ -13,7 +13,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -260,25 +259,17 @@ char *rootfs_make_stage(const char *cache_dir, const char *recipe, struct mb_err
     return stage;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0; /* remove what can be removed, whatever fails */
-}
-
 void rootfs_remove_stage(const char *stage, enum rootfs_user user)
 {
+    struct mb_error ignored;
+
     if (user == ROOTFS_AS_ROOT_WITH_SUBIDS && geteuid() != 0) {
         const char *argv[] = {"rm", "-rf", "--one-file-system", "--", stage, NULL};
-        struct mb_error ignored;
 
         /* not cancellable: this is the cleanup after a cancellation */
         run(user, argv, LONG_TIMEOUT_MS, false, NULL, &ignored);
     }
-    nftw(stage, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mb_fs_remove_tree(stage, &ignored);
 }
 
 static int make_sparse_file(const char *path, off_t size, struct mb_error *err)

@@ -41,6 +41,13 @@ int mb_fs_write_atomic(const char *path, const void *data, size_t len, struct mb
  */
 int mb_fs_open_beneath(int dirfd, const char *relpath, int flags);
 
+/*
+ * rm -rf of `path`, never following symlinks: removes all it can, and
+ * fails with the first error other than a missing file. Callers that only
+ * clean up may ignore the result.
+ */
+int mb_fs_remove_tree(const char *path, struct mb_error *err);
+
 /* Join two path parts with one '/', malloc'ed; NULL only on out of memory. */
 char *mb_path_join(const char *a, const char *b);
 
