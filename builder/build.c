@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mbuild/clock.h"
 #include "mbuild/appliance.h"
 #include "mbuild/base.h"
 #include "mbuild/build.h"
@@ -45,14 +46,6 @@ static char *key_path(struct mb_cache *cache, const char *dir, const struct mb_d
     if (asprintf(&path, "%s/%s/%s%s", mb_cache_dir(cache), dir, hex, suffix) < 0)
         return NULL;
     return path;
-}
-
-static double seconds_since(const struct timespec *start)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
 /* Best effort: what is left, the next build's sweep removes. */
@@ -444,7 +437,7 @@ static int make_disk(struct build *b, const struct mb_layer *layer, const char *
 
 /* Store the disk as the layer's blob and record it; keep disk and log unpacked. */
 static int capture(struct build *b, const struct mb_layer *layer, const char *disk,
-                   const struct timespec *start, uint64_t *size, struct mb_error *err)
+                   long long start_ms, uint64_t *size, struct mb_error *err)
 {
     struct mb_layer_record rec = {0};
     char hex[MB_DIGEST_HEX_LEN + 1], parent[MB_DIGEST_HEX_LEN + 8];
@@ -463,7 +456,7 @@ static int capture(struct build *b, const struct mb_layer *layer, const char *di
     rec.parent_key = layer->parent;
     rec.step = layer->name;
     rec.created = rec.last_used = (int64_t)time(NULL);
-    rec.build_ms = (int64_t)(seconds_since(start) * 1000);
+    rec.build_ms = (int64_t)(mb_clock_seconds_since(start_ms) * 1000);
     if (rc == 0 && layer->has_parent) {
         mb_digest_hex(&layer->parent, hex);
         snprintf(parent, sizeof(parent), "%s.qcow2", hex);
@@ -508,11 +501,10 @@ static int build_layer(struct build *b, size_t i, bool force, struct mb_error *e
     const struct mb_layer *layer = &b->plan->layers[i];
     char *lock = key_path(b->cache, "locks", &layer->key, "");
     char *disk = work_path(b, "layer.qcow2");
-    struct timespec start;
+    long long start_ms = mb_clock_ms();
     uint64_t size = 0;
     int lock_fd, found = 0, rc = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &start);
     lock_fd = lock == NULL ? -1 : lock_file(lock, LOCK_EX, err);
     if (lock_fd < 0)
         rc = -1;
@@ -521,7 +513,7 @@ static int build_layer(struct build *b, size_t i, bool force, struct mb_error *e
     if (rc == 0 && found == 0) {
         rc = make_disk(b, layer, disk, err);
         if (rc == 0)
-            rc = capture(b, layer, disk, &start, &size, err);
+            rc = capture(b, layer, disk, start_ms, &size, err);
         unlink(disk);
     }
     if (lock_fd >= 0)
@@ -531,7 +523,8 @@ static int build_layer(struct build *b, size_t i, bool force, struct mb_error *e
     if (rc < 0)
         return -1;
     if (b->opts->on_layer != NULL)
-        b->opts->on_layer(b->opts->ctx, i, layer, found == 0, seconds_since(&start), size);
+        b->opts->on_layer(b->opts->ctx, i, layer, found == 0, mb_clock_seconds_since(start_ms),
+                          size);
     return 0;
 }
 

@@ -85,6 +85,12 @@ pid_t machine_passt_pid(const struct mb_machine *m)
     return live_pid(m, "passt.pid", "passt");
 }
 
+/* virtiofsd's argv names its socket in the machine's directory. */
+pid_t machine_share_pid(const struct mb_machine *m, const char *pid_file)
+{
+    return live_pid(m, pid_file, m->dir);
+}
+
 static int state_decode(json_t *doc, struct mb_machine *m, struct mb_error *err)
 {
     const char *name, *project, *image, *ports = "";

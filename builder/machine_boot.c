@@ -5,7 +5,7 @@
  *
  * The guest side is the appliance's init in machine mode: it mounts the
  * root, the volumes (mb.vol=DEV:TARGET) and the project shares
- * (mb.share=TAG:TARGET:ro|rw:9p), installs the keys QEMU passes through
+ * (mb.share=TAG:TARGET:ro|rw:virtiofs|9p), installs the keys QEMU passes through
  * fw_cfg (opt/mbuild/authorized_keys, opt/mbuild/host_key) and hands over
  * to the image's own /sbin/init.
  */
@@ -24,29 +24,16 @@
 #include <unistd.h>
 
 #include "machine_internal.h"
+#include "mbuild/clock.h"
 #include "mbuild/fsutil.h"
 #include "mbuild/qcow2.h"
 #include "mbuild/spawn.h"
 #include "mbuild/stepvm.h"
+#include "virtiofs.h"
 #include "vm_args.h"
 
 #define SSH_TRY_TIMEOUT_MS 15000
 #define STOP_TIMEOUT_MS    30000
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Run a helper program to completion; a non-zero exit is an error carrying its output. */
 static int run_tool(const char *const argv[], struct mb_error *err)
@@ -117,29 +104,38 @@ static char *mke2fs_path(void)
                                                         : "mke2fs");
 }
 
-/* A volume is an ext4 file system in a sparse raw file, made on first use. */
+/*
+ * A volume is a qcow2 disk holding an ext4 file system, made on first use:
+ * mke2fs on a sparse raw file, then converted (only what mke2fs wrote).
+ */
 static int make_volume(const char *path, const struct mb_volume *v, struct mb_error *err)
 {
-    char *part = NULL, *mke2fs = mke2fs_path();
+    char *raw = NULL, *part = NULL, *mke2fs = mke2fs_path();
     int fd, rc;
 
-    rc = asprintf(&part, "%s.part", path) < 0 || mke2fs == NULL
-             ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
-             : 0;
-    fd = rc == 0 ? open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    rc =
+        asprintf(&raw, "%s.raw", path) < 0 || asprintf(&part, "%s.part", path) < 0 || mke2fs == NULL
+            ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+            : 0;
+    fd = rc == 0 ? open(raw, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
     if (rc == 0 && (fd < 0 || ftruncate(fd, (off_t)v->size) < 0))
-        rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "create '%s'", part);
+        rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "create '%s'", raw);
     if (fd >= 0)
         close(fd);
     if (rc == 0) {
-        const char *argv[] = {mke2fs, "-q", "-F", "-t", "ext4", "-L", v->name, part, NULL};
+        const char *argv[] = {mke2fs, "-q", "-F", "-t", "ext4", "-L", v->name, raw, NULL};
 
         rc = run_tool(argv, err);
     }
+    if (rc == 0)
+        rc = mb_qcow2_convert(raw, "raw", part, err);
     if (rc == 0 && rename(part, path) < 0)
         rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "publish '%s'", path);
+    if (raw != NULL)
+        unlink(raw);
     if (rc < 0 && part != NULL)
         unlink(part);
+    free(raw);
     free(part);
     free(mke2fs);
     return rc < 0 ? mb_error_prefix(err, "volume '%s'", v->name) : 0;
@@ -149,7 +145,7 @@ static char *volume_path(const struct mb_machine *m, const struct mb_volume *v)
 {
     char *path;
 
-    return asprintf(&path, "%s/volumes/%s.img", m->dir, v->name) < 0 ? NULL : path;
+    return asprintf(&path, "%s/volumes/%s.qcow2", m->dir, v->name) < 0 ? NULL : path;
 }
 
 static int ensure_volumes(const struct mb_machine *m, const struct mb_machinefile *mf,
@@ -238,7 +234,7 @@ static int start_passt(const struct mb_machine *m, const struct mb_machine_start
 }
 
 /* The kernel command line: machine mode, network, volumes and shares. */
-static void kernel_append(struct vm_args *a, const struct mb_machinefile *mf)
+static void kernel_append(struct vm_args *a, const struct mb_machinefile *mf, const bool *virtiofs)
 {
     char line[4096];
     size_t len = (size_t)snprintf(line, sizeof(line), "mb.mode=machine mb.net=1");
@@ -247,8 +243,9 @@ static void kernel_append(struct vm_args *a, const struct mb_machinefile *mf)
         len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.vol=vd%c:%s", (char)('b' + i),
                                 mf->volumes[i].target);
     for (size_t i = 0; i < mf->mount_count && len < sizeof(line); i++)
-        len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.share=m%zu:%s:%s:9p", i,
-                                mf->mounts[i].target, mf->mounts[i].writable ? "rw" : "ro");
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " mb.share=m%zu:%s:%s:%s", i,
+                                mf->mounts[i].target, mf->mounts[i].writable ? "rw" : "ro",
+                                virtiofs[i] ? "virtiofs" : "9p");
     vm_args_append(a, line);
 }
 
@@ -261,23 +258,48 @@ static void disk_args(struct vm_args *a, const struct mb_machine *m,
     vm_args_add(a, "virtio-blk-device,drive=root");
     for (size_t i = 0; i < mf->volume_count; i++) {
         vm_args_add(a, "-drive");
-        vm_args_add(a, "if=none,id=vol%zu,format=raw,discard=unmap,file=%s/volumes/%s.img", i,
+        vm_args_add(a, "if=none,id=vol%zu,format=qcow2,discard=unmap,file=%s/volumes/%s.qcow2", i,
                     m->dir, mf->volumes[i].name);
         vm_args_add(a, "-device");
         vm_args_add(a, "virtio-blk-device,drive=vol%zu", i);
     }
-    /* NEEDSWORK: virtiofs (faster) where virtiofsd runs unprivileged; 9p for now. */
+}
+
+/*
+ * virtiofs needs the guest's memory shared with virtiofsd (a memfd);
+ * 9p is QEMU's own.
+ */
+static void share_args(struct vm_args *a, const struct mb_machine *m,
+                       const struct mb_machinefile *mf, const bool *virtiofs)
+{
+    bool shared_memory = false;
+
     for (size_t i = 0; i < mf->mount_count; i++) {
+        if (virtiofs[i]) {
+            shared_memory = true;
+            vm_args_add(a, "-chardev");
+            vm_args_add(a, "socket,id=fs%zu,path=%s/fs%zu.sock", i, m->dir, i);
+            vm_args_add(a, "-device");
+            vm_args_add(a, "vhost-user-fs-device,chardev=fs%zu,tag=m%zu", i, i);
+            continue;
+        }
         vm_args_add(a, "-fsdev");
         vm_args_add(a, "local,id=fs%zu,path=%s/%s,security_model=none%s", i, mf->project_dir,
                     mf->mounts[i].source, mf->mounts[i].writable ? "" : ",readonly=on");
         vm_args_add(a, "-device");
         vm_args_add(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=m%zu", i, i);
     }
+    if (shared_memory) {
+        vm_args_add(a, "-object");
+        vm_args_add(a, "memory-backend-memfd,id=mem,share=on,size=%lluM",
+                    (unsigned long long)(mf->memory / (1024 * 1024)));
+        vm_args_add(a, "-machine");
+        vm_args_add(a, "memory-backend=mem");
+    }
 }
 
 static int start_qemu(const struct mb_machine_start *o, const struct mb_machine *m, int net_fd,
-                      pid_t *pid, struct mb_error *err)
+                      const bool *virtiofs, pid_t *pid, struct mb_error *err)
 {
     const struct mb_machinefile *mf = o->mf;
     bool kvm = mb_vm_use_kvm(o->appliance, o->progress);
@@ -288,8 +310,12 @@ static int start_qemu(const struct mb_machine_start *o, const struct mb_machine 
     vm_args_boot(&a, o->appliance, kvm, mf->memory, mf->cpus);
     vm_args_add(&a, "-name");
     vm_args_add(&a, "machine-%s", m->name);
-    kernel_append(&a, mf);
+    /* Modern virtio-mmio: vhost-user devices (virtiofsd) refuse the legacy one. */
+    vm_args_add(&a, "-global");
+    vm_args_add(&a, "virtio-mmio.force-legacy=false");
+    kernel_append(&a, mf, virtiofs);
     disk_args(&a, m, mf);
+    share_args(&a, m, mf, virtiofs);
     vm_args_add(&a, "-fw_cfg");
     vm_args_add(&a, "name=opt/mbuild/authorized_keys,file=%s/id_ed25519.pub", m->dir);
     vm_args_add(&a, "-fw_cfg");
@@ -347,11 +373,11 @@ static bool ssh_answers(const struct mb_machine *m)
 static int wait_ready(const struct mb_machine *m, pid_t qemu, unsigned timeout_s,
                       struct mb_error *err)
 {
-    long long deadline = now_ms() + (long long)timeout_s * 1000;
+    long long deadline = mb_clock_ms() + (long long)timeout_s * 1000;
     char tail[1500];
     int status;
 
-    while (now_ms() < deadline) {
+    while (mb_clock_ms() < deadline) {
         if (waitpid(qemu, &status, WNOHANG) == qemu || kill(qemu, 0) < 0) {
             console_tail(m, tail, sizeof(tail));
             return mb_error_set(err, MB_ERR_GENERAL, "the VM stopped while booting; console:\n%s",
@@ -359,7 +385,7 @@ static int wait_ready(const struct mb_machine *m, pid_t qemu, unsigned timeout_s
         }
         if (ssh_answers(m))
             return 0;
-        sleep_ms(300);
+        mb_sleep_ms(300);
     }
     console_tail(m, tail, sizeof(tail));
     return mb_error_set(err, MB_ERR_GENERAL, "no ssh answer after %us; console:\n%s", timeout_s,
@@ -435,12 +461,49 @@ static int prepare_root(const struct mb_machine_start *o, const struct mb_machin
     return rc;
 }
 
+/*
+ * One virtiofsd per mount; a mount whose virtiofsd does not start, and
+ * every mount when MACHINE_SHARE=9p, is shared over 9p instead.
+ */
+static int start_shares(const struct mb_machine_start *o, const struct mb_machine *m,
+                        bool *virtiofs, struct mb_error *err)
+{
+    const char *force = getenv("MACHINE_SHARE");
+    bool try = force == NULL || strcmp(force, "9p") != 0;
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < o->mf->mount_count; i++) {
+        char *source = NULL, *socket = NULL, *log = NULL, pid_file[32];
+        struct mb_error why;
+        pid_t pid;
+
+        virtiofs[i] = false;
+        snprintf(pid_file, sizeof(pid_file), "fs%zu.pid", i);
+        if (asprintf(&source, "%s/%s", o->mf->project_dir, o->mf->mounts[i].source) < 0 ||
+            asprintf(&socket, "%s/fs%zu.sock", m->dir, i) < 0 ||
+            asprintf(&log, "%s/fs%zu.log", m->dir, i) < 0)
+            rc = mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+        else if (try &&
+                 virtiofs_start(source, o->mf->mounts[i].writable, socket, log, &pid, &why) == 0)
+            virtiofs[i] = (rc = write_pid(m, pid_file, pid, err)) == 0;
+        else if (try)
+            mb_progress_say(o->progress, "machine '%s': %s; sharing '%s' over 9p", m->name, why.msg,
+                            o->mf->mounts[i].source);
+        free(source);
+        free(socket);
+        free(log);
+    }
+    return rc;
+}
+
 static int boot(const struct mb_machine_start *o, struct mb_machine *m, bool same_image,
                 struct mb_error *err)
 {
+    bool *virtiofs = calloc(o->mf->mount_count + 1, sizeof(*virtiofs));
     pid_t qemu = 0;
     int net_fd = -1;
-    int rc = mb_fs_mkdir_p(m->dir, 0700, err);
+    int rc = virtiofs == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+                              : mb_fs_mkdir_p(m->dir, 0700, err);
 
     if (rc == 0)
         rc = ensure_keys(m, err);
@@ -454,15 +517,18 @@ static int boot(const struct mb_machine_start *o, struct mb_machine *m, bool sam
         rc = machine_write_state(m, err);
     if (rc == 0)
         rc = start_passt(m, o, &net_fd, err);
+    if (rc == 0)
+        rc = start_shares(o, m, virtiofs, err);
     mb_progress_say(o->progress, "machine '%s': booting", m->name);
     if (rc == 0)
-        rc = start_qemu(o, m, net_fd, &qemu, err);
+        rc = start_qemu(o, m, net_fd, virtiofs, &qemu, err);
     if (net_fd >= 0)
         close(net_fd);
     if (rc == 0)
         rc = wait_ready(m, qemu, o->timeout_seconds, err);
     if (rc < 0)
         machine_kill(m);
+    free(virtiofs);
     return rc;
 }
 
@@ -556,7 +622,7 @@ static bool wait_gone(pid_t pid, long ms)
         if (kill(pid, 0) < 0)
             return true;
         waitpid(pid, NULL, WNOHANG);
-        sleep_ms(100);
+        mb_sleep_ms(100);
     }
     return kill(pid, 0) < 0;
 }
@@ -568,6 +634,33 @@ static void remove_file(const struct mb_machine *m, const char *file)
     if (path != NULL)
         unlink(path);
     free(path);
+}
+
+/* The virtiofsd of each mount, fs0.pid, fs1.pid, ... up to the first missing file. */
+static void kill_shares(const struct mb_machine *m)
+{
+    char file[32];
+
+    for (size_t i = 0;; i++) {
+        char *path;
+        pid_t pid;
+
+        snprintf(file, sizeof(file), "fs%zu.pid", i);
+        path = machine_path(m, file);
+        if (path == NULL || !exists(path)) {
+            free(path);
+            return;
+        }
+        pid = machine_share_pid(m, file);
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            wait_gone(pid, 5000);
+        }
+        unlink(path);
+        free(path);
+        snprintf(file, sizeof(file), "fs%zu.sock", i);
+        remove_file(m, file);
+    }
 }
 
 void machine_kill(struct mb_machine *m)
@@ -584,6 +677,7 @@ void machine_kill(struct mb_machine *m)
     }
     remove_file(m, "qemu.pid");
     remove_file(m, "passt.pid");
+    kill_shares(m);
     m->running = false;
 }
 

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mbuild/clock.h"
 #include "mbuild/cancel.h"
 #include "mbuild/fsutil.h"
 #include "mbuild/net.h"
@@ -36,14 +37,6 @@ struct console {
     size_t tail_next;
     int exit_status;
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int make_nonce(char out[33], struct mb_error *err)
 {
@@ -160,7 +153,7 @@ enum read_end { READ_EOF, READ_TIMEOUT, READ_CANCELLED };
 
 static enum read_end read_console(struct console *c, int fd)
 {
-    long long deadline = now_ms() + (long long)c->vm->timeout_seconds * 1000;
+    long long deadline = mb_clock_ms() + (long long)c->vm->timeout_seconds * 1000;
     char buf[8192];
 
     for (;;) {
@@ -169,7 +162,7 @@ static enum read_end read_console(struct console *c, int fd)
 
         if (mb_cancel_requested())
             return READ_CANCELLED;
-        if (now_ms() >= deadline)
+        if (mb_clock_ms() >= deadline)
             return READ_TIMEOUT;
         if (poll(&p, 1, POLL_MS) <= 0)
             continue;

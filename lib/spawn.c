@@ -13,17 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mbuild/clock.h"
 #include "mbuild/spawn.h"
 
 extern char **environ;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int mb_child_start(const char *const argv[], const char *cwd, bool capture, int pass_fd,
                    struct mb_child *child, struct mb_error *err)
@@ -135,14 +128,14 @@ static int drain(int fd, struct mb_spawn_result *out, size_t max_output)
 static void collect(int fd, pid_t pid, int timeout_ms, size_t max_output,
                     struct mb_spawn_result *out)
 {
-    long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    long long deadline = timeout_ms > 0 ? mb_clock_ms() + timeout_ms : 0;
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
 
     for (;;) {
         int wait_ms = -1;
 
         if (deadline != 0) {
-            long long left = deadline - now_ms();
+            long long left = deadline - mb_clock_ms();
 
             if (left <= 0) {
                 out->timed_out = true;

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mbuild/clock.h"
 #include "mbuild/cancel.h"
 #include "mbuild/fsutil.h"
 #include "rootfs.h"
@@ -32,14 +33,6 @@
 #define POLL_MS         200
 #define LONG_TIMEOUT_MS (10 * 60 * 1000)
 #define STOP_GRACE_MS   (10 * 1000)
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Append buf[0..n) to the output kept in r, dropping its oldest bytes past OUTPUT_KEEP. */
 static void keep_tail(struct mb_spawn_result *r, const char *buf, size_t n)
@@ -66,12 +59,12 @@ enum wait_end { WAIT_EOF, WAIT_TIMEOUT, WAIT_CANCELLED };
 /* Read the child's output until it closes it, timeout_ms pass or (if `cancellable`) a cancel. */
 static enum wait_end collect(int fd, int timeout_ms, bool cancellable, struct mb_spawn_result *r)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mb_clock_ms() + timeout_ms;
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     char buf[8192];
 
     for (;;) {
-        long long left = deadline - now_ms();
+        long long left = deadline - mb_clock_ms();
         ssize_t n;
         int ready;
 

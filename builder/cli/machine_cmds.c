@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "mbuild/clock.h"
 #include "mbuild/appliance.h"
 #include "mbuild/cache.h"
 #include "mbuild/fsutil.h"
@@ -25,14 +26,6 @@
 #include "run_build.h"
 
 #define DEFAULT_BOOT_TIMEOUT 300
-
-static double seconds_since(const struct timespec *start)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
 
 static bool wants_help(int argc, char **argv, const char *usage)
 {
@@ -192,7 +185,7 @@ int cmd_machine_start(int argc, char **argv)
     struct start_options o;
     struct mb_machine m;
     struct mb_error err = {0};
-    struct timespec start;
+    long long start_ms;
     bool already;
     int rc;
 
@@ -201,14 +194,14 @@ int cmd_machine_start(int argc, char **argv)
     rc = parse_start(argc, argv, &o);
     if (rc != 0)
         return rc;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    start_ms = mb_clock_ms();
     cli_catch_signals();
     if (start_machine(&o, &m, &already, &err) < 0)
         return cli_fail(&err);
     if (already)
         printf("machine '%s' is already running\n", m.name);
     else
-        printf("machine '%s' is ready in %.1fs\n", m.name, seconds_since(&start));
+        printf("machine '%s' is ready in %.1fs\n", m.name, mb_clock_seconds_since(start_ms));
     printf("enter it with: %s shell %s\n", cli_program, m.name);
     mb_machine_clear(&m);
     return 0;

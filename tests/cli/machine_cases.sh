@@ -22,12 +22,29 @@ start_in() {
     (cd "$1" && "$MACHINE" start "${@:2}")
 }
 
+# expect_shares FS: the project's mounts are of type FS, /work writable,
+# /ro not even after the guest remounts it, and host symlinks resolve.
+expect_shares() {
+    run "$MACHINE" exec project -- awk '$2 == "/work" || $2 == "/ro" {print $2, $3}' /proc/mounts
+    expect_out "^/work $1$"
+    expect_out "^/ro $1$"
+    (cd project && "$MACHINE" exec -- sh -c 'echo from-guest > /work/out.txt') ||
+        fail "exec in the project directory failed"
+    [[ $(cat project/out.txt 2>/dev/null) == from-guest ]] || fail "writable mount not written"
+    run "$MACHINE" exec project -- sh -c 'cat /ro/link && touch /ro/new'
+    expect_out '^read-only$'
+    [[ $status -ne 0 && ! -e project/ro/new ]] || fail "read-only mount was writable"
+    run "$MACHINE" exec project -- sh -c 'mount -o remount,rw /ro; touch /ro/new'
+    [[ ! -e project/ro/new ]] || fail "the guest made a read-only mount writable"
+}
+
 test_machine_start_exec_mounts_ports_and_isolation() {
     machine_env
     local port=$((20000 + RANDOM % 10000)) secret=$((30000 + RANDOM % 10000))
     mkdir -p project/ro
     echo from-host >project/hello.txt
     echo read-only >project/ro/file
+    ln -s file project/ro/link
     write_machinefile "version: 1
 base: tiny
 memory: 256MiB
@@ -49,12 +66,7 @@ mounts:
     run "$MACHINE" exec project -- sh -c 'cat /work/hello.txt; exit 3'
     expect_status 3
     expect_out '^from-host$'
-    (cd project && "$MACHINE" exec -- sh -c 'echo from-guest > /work/out.txt') ||
-        fail "exec in the project directory failed"
-    [[ $(cat project/out.txt 2>/dev/null) == from-guest ]] || fail "writable mount not written"
-    run "$MACHINE" exec project -- sh -c 'cat /ro/file && touch /ro/new'
-    expect_out '^read-only$'
-    [[ $status -ne 0 && ! -e project/ro/new ]] || fail "read-only mount was writable"
+    expect_shares virtiofs
 
     "$MACHINE" exec project -- sh -c 'httpd -p 8080 -h /www' || fail "guest httpd"
     sleep 1
@@ -77,6 +89,28 @@ mounts:
     machine_cleanup
 }
 
+# Where virtiofsd cannot run (MACHINE_SHARE=9p stands in for that), the
+# same mounts go over 9p with the same guarantees.
+test_machine_mounts_fall_back_to_9p() {
+    machine_env
+    mkdir -p project/ro
+    echo read-only >project/ro/file
+    ln -s file project/ro/link
+    write_machinefile 'version: 1
+base: tiny
+memory: 256MiB
+cpus: 1
+steps:
+  - {run: "true"}
+mounts:
+  - {source: ., target: /work, writable: true}
+  - {source: ro, target: /ro}'
+    MACHINE_SHARE=9p start_in project >/dev/null || fail "start with 9p shares"
+    expect_shares 9p
+    [[ -z $(pgrep -f "virtiofsd.*$XDG_DATA_HOME") ]] || fail "virtiofsd runs for 9p shares"
+    machine_cleanup
+}
+
 test_machine_root_is_fresh_each_start_volumes_last() {
     machine_env
     write_machinefile 'version: 1
@@ -91,6 +125,9 @@ volumes:
     expect_status 0
     "$MACHINE" exec project -- sh -c 'echo root > /root-file; echo vol > /data/vol-file; sync' ||
         fail "write files"
+    local volume=$XDG_DATA_HOME/machine/project/volumes/data.qcow2
+    [[ $(qemu-img info -U -f qcow2 --output=json "$volume" | jq -r .format) == qcow2 ]] ||
+        fail "the volume is not a qcow2 disk in the machine's directory"
     run "$MACHINE" stop project
     expect_status 0
     expect_out "machine 'project' stopped"

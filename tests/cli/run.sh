@@ -9,9 +9,11 @@ MBUILD=$(readlink -f "$1")
 MACHINE=$(readlink -f "$2")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# Whatever a test left running (a VM, passt, virtiofsd) names $WORK in its argv.
+trap 'pkill -KILL -f -- "$WORK"; sleep 0.5; rm -rf "$WORK"' EXIT
 passed=0
 failed=0
+status=0 out='' err=''
 
 # run CMD...: sets $out, $err, $status
 run() {

@@ -397,6 +397,11 @@ test_vm_node_agent_example_builds_from_scratch() {
     run "${runner[@]}" "$MACHINE" exec "$name" -- node --version
     expect_status 0
     expect_out '^v[0-9]+\.'
+    # The project is shared over virtiofs, also for an ordinary user.
+    run "${runner[@]}" "$MACHINE" exec "$name" -- sh -c \
+        'awk "\$2 == \"/work\" {print \$3}" /proc/mounts; echo from-vm > /work/written'
+    expect_out '^virtiofs$'
+    [[ $(cat "$project/written" 2>/dev/null) == from-vm ]] || fail "the VM could not write /work"
     "${runner[@]}" "$MACHINE" rm --force "$name" >/dev/null 2>&1
     [[ -n ${own:-} ]] && rm -rf "$own"
 }
