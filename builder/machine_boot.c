@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +33,10 @@
 #include "virtiofs.h"
 #include "vm_args.h"
 
-#define SSH_TRY_TIMEOUT_MS 15000
+#define SSH_TRY_TIMEOUT_MS 5000
 #define STOP_TIMEOUT_MS    30000
+/* The appliance prints its marker within the console's first bytes. */
+#define CONSOLE_MARKER_WITHIN (256 * 1024)
 
 /* Run a helper program to completion; a non-zero exit is an error carrying its output. */
 static int run_tool(const char *const argv[], struct mb_error *err)
@@ -303,7 +306,7 @@ static int start_qemu(const struct mb_machine_start *o, const struct mb_machine 
 {
     const struct mb_machinefile *mf = o->mf;
     bool kvm = mb_vm_use_kvm(o->appliance, o->progress);
-    char *log = machine_path(m, "console.log");
+    char *log = machine_path(m, "console.log"), *old_log = machine_path(m, "console.log.1");
     struct vm_args a = {0};
     int rc;
 
@@ -327,12 +330,19 @@ static int start_qemu(const struct mb_machine_start *o, const struct mb_machine 
     /* Memory the guest frees goes back to the host. */
     vm_args_add(&a, "-device");
     vm_args_add(&a, "virtio-balloon-device,free-page-reporting=on");
-    rc = a.oom || log == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
-                              : mb_spawn_detached((const char *const *)a.v, log, net_fd, pid, err);
+    rc = a.oom || log == NULL || old_log == NULL
+             ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+             : 0;
+    /* This boot's console starts empty; the last one's is kept beside it. */
+    if (rc == 0 && rename(log, old_log) < 0 && errno != ENOENT)
+        rc = mb_error_errno(err, MB_ERR_GENERAL, errno, "rename '%s'", log);
+    if (rc == 0)
+        rc = mb_spawn_detached((const char *const *)a.v, log, net_fd, pid, err);
     if (rc == 0)
         rc = write_pid(m, "qemu.pid", *pid, err);
     vm_args_free(&a);
     free(log);
+    free(old_log);
     return rc;
 }
 
@@ -353,27 +363,65 @@ static void console_tail(const struct mb_machine *m, char *out, size_t size)
     free(path);
 }
 
-static bool ssh_answers(const struct mb_machine *m)
+/*
+ * True when the guest's ssh server greets us on the forwarded port. A
+ * banner is all `ready` waits for: the first real session (the user's)
+ * then checks the pinned host key, and a handshake less is about a second
+ * less under emulation for OpenSSH.
+ */
+static bool ssh_greets(const struct mb_machine *m)
 {
-    char *const command[] = {"true", NULL};
-    struct mb_spawn_options opts = {SSH_TRY_TIMEOUT_MS, 4096, NULL};
-    struct mb_spawn_result res;
-    struct mb_error err;
-    char **argv = mb_machine_ssh_argv(m, false, command, &err);
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)m->ssh_port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct pollfd p = {fd, POLLIN, 0};
+    static const char ident[] = "SSH-2.0-machine-ready-probe\r\n";
+    char banner[8] = "";
     bool ok = false;
 
-    if (argv != NULL && mb_spawn_capture((const char *const *)argv, &opts, &res, &err) == 0) {
-        ok = res.exit_status == 0;
-        mb_spawn_result_free(&res);
-    }
-    mb_machine_argv_free(argv);
+    /* Both sides send their identification first; Dropbear waits for ours. */
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+        send(fd, ident, sizeof(ident) - 1, MSG_NOSIGNAL) == (ssize_t)sizeof(ident) - 1 &&
+        poll(&p, 1, SSH_TRY_TIMEOUT_MS) == 1)
+        ok = recv(fd, banner, 4, MSG_WAITALL) == 4 && memcmp(banner, "SSH-", 4) == 0;
+    if (fd >= 0)
+        close(fd);
     return ok;
+}
+
+/*
+ * True once the appliance printed its ready marker: the guest's network is
+ * up then, so an ssh attempt fails fast (a refused port) until sshd runs,
+ * where before it would hang on passt's half-open connection.
+ */
+static bool appliance_done(const struct mb_machine *m)
+{
+    static const char marker[] = "MBUILD-MACHINE-READY-FOR-INIT";
+    char *path = machine_path(m, "console.log");
+    int fd = path == NULL ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    char *text = malloc(CONSOLE_MARKER_WITHIN + 1);
+    ssize_t n = fd < 0 || text == NULL ? -1 : read(fd, text, CONSOLE_MARKER_WITHIN);
+    bool found = false;
+
+    if (n > 0) {
+        text[n] = '\0';
+        /* The console may hold NULs; search each NUL-terminated piece. */
+        for (char *p = text; !found && p < text + n; p += strlen(p) + 1)
+            found = strstr(p, marker) != NULL;
+    }
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    free(path);
+    return found;
 }
 
 static int wait_ready(const struct mb_machine *m, pid_t qemu, unsigned timeout_s,
                       struct mb_error *err)
 {
     long long deadline = mb_clock_ms() + (long long)timeout_s * 1000;
+    bool network_up = false;
     char tail[1500];
     int status;
 
@@ -383,9 +431,10 @@ static int wait_ready(const struct mb_machine *m, pid_t qemu, unsigned timeout_s
             return mb_error_set(err, MB_ERR_GENERAL, "the VM stopped while booting; console:\n%s",
                                 tail);
         }
-        if (ssh_answers(m))
+        network_up = network_up || appliance_done(m);
+        if (network_up && ssh_greets(m))
             return 0;
-        mb_sleep_ms(300);
+        mb_sleep_ms(network_up ? 200 : 50);
     }
     console_tail(m, tail, sizeof(tail));
     return mb_error_set(err, MB_ERR_GENERAL, "no ssh answer after %us; console:\n%s", timeout_s,
