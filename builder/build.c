@@ -56,26 +56,6 @@ static void remove_tree(const char *path)
     mb_fs_remove_tree(path, &ignored);
 }
 
-/* Open and lock `path` (created if missing); -1 with err filled on failure. */
-static int lock_file(const char *path, int operation, struct mb_error *err)
-{
-    int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-
-    if (fd < 0)
-        return mb_error_errno(err, MB_ERR_GENERAL, errno, "open lock '%s'", path);
-    while (flock(fd, operation) < 0) {
-        if (errno == EINTR && !mb_cancel_requested())
-            continue;
-        close(fd);
-        if (errno == EWOULDBLOCK)
-            return -2;
-        if (errno == EINTR)
-            return mb_error_set(err, MB_ERR_INTERRUPTED, "interrupted");
-        return mb_error_errno(err, MB_ERR_GENERAL, errno, "lock '%s'", path);
-    }
-    return fd;
-}
-
 /* Work directories of builds that died (their lock is free) are removed. */
 static void sweep_work(const char *work_root)
 {
@@ -93,7 +73,7 @@ static void sweep_work(const char *work_root)
             continue;
         if (asprintf(&lock, "%s/%s", work_root, e->d_name) < 0)
             continue;
-        fd = lock_file(lock, LOCK_EX | LOCK_NB, &err);
+        fd = mb_fs_lock(lock, LOCK_EX | LOCK_NB, &err);
         if (fd >= 0 && (dir = strndup(lock, strlen(lock) - strlen(".lock"))) != NULL) {
             remove_tree(dir);
             unlink(lock);
@@ -505,7 +485,7 @@ static int build_layer(struct build *b, size_t i, bool force, struct mb_error *e
     uint64_t size = 0;
     int lock_fd, found = 0, rc = 0;
 
-    lock_fd = lock == NULL ? -1 : lock_file(lock, LOCK_EX, err);
+    lock_fd = lock == NULL ? -1 : mb_fs_lock(lock, LOCK_EX, err);
     if (lock_fd < 0)
         rc = -1;
     if (rc == 0 && !force)

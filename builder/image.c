@@ -15,19 +15,6 @@
 #include "mbuild/image.h"
 #include "mbuild/qcow2.h"
 
-static int lock_dir(const char *dir, struct mb_error *err)
-{
-    char *path = mb_path_join(dir, "lock");
-    int fd = path == NULL ? -1 : open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
-
-    free(path);
-    if (fd < 0)
-        return mb_error_errno(err, MB_ERR_GENERAL, errno, "lock '%s'", dir);
-    while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
-        ;
-    return fd;
-}
-
 static int flatten(struct mb_cache *cache, const struct mb_digest *top, const char *dest,
                    const struct mb_progress *progress, struct mb_error *err)
 {
@@ -53,7 +40,7 @@ int mb_image_assemble(struct mb_cache *cache, const struct mb_digest *top,
                       const struct mb_progress *progress, char **path, bool *assembled,
                       struct mb_error *err)
 {
-    char hex[MB_DIGEST_HEX_LEN + 1], *dir = NULL;
+    char hex[MB_DIGEST_HEX_LEN + 1], *dir = NULL, *lock_path = NULL;
     struct mb_error ignored;
     int lock = -1, rc;
 
@@ -64,8 +51,10 @@ int mb_image_assemble(struct mb_cache *cache, const struct mb_digest *top,
                  asprintf(path, "%s/disk.qcow2", dir) < 0
              ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
              : mb_fs_mkdir_p(dir, 0755, err);
+    if (rc == 0 && (lock_path = mb_path_join(dir, "lock")) == NULL)
+        rc = mb_error_set(err, MB_ERR_GENERAL, "out of memory");
     if (rc == 0)
-        rc = lock = lock_dir(dir, err);
+        rc = lock = mb_fs_lock(lock_path, LOCK_EX, err);
     if (rc >= 0 && (access(*path, R_OK) != 0 || mb_qcow2_check(*path, NULL, &ignored) < 0)) {
         unlink(*path);
         rc = flatten(cache, top, *path, progress, err);
@@ -73,6 +62,7 @@ int mb_image_assemble(struct mb_cache *cache, const struct mb_digest *top,
     }
     if (lock >= 0)
         close(lock);
+    free(lock_path);
     free(dir);
     if (rc < 0) {
         free(*path);

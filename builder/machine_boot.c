@@ -446,17 +446,15 @@ static int lock_name(const char *name, struct mb_error *err)
     char *root = mb_machine_root(err), *path = NULL;
     int fd = -1;
 
-    if (root != NULL && mb_fs_mkdir_p(root, 0700, err) == 0 &&
-        asprintf(&path, "%s/.%s.lock", root, name) >= 0)
-        fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
-            ;
-    else if (root != NULL)
-        mb_error_errno(err, MB_ERR_GENERAL, errno, "lock machine '%s'", name);
+    if (root != NULL && mb_fs_mkdir_p(root, 0700, err) == 0) {
+        if (asprintf(&path, "%s/.%s.lock", root, name) < 0)
+            mb_error_set(err, MB_ERR_GENERAL, "out of memory");
+        else
+            fd = mb_fs_lock(path, LOCK_EX, err);
+    }
     free(root);
     free(path);
-    return fd;
+    return fd < 0 ? -1 : fd;
 }
 
 /* Which machine to start: the one named, the project's, or a new one. */

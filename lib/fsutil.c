@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <linux/openat2.h>
 
+#include "mbuild/cancel.h"
 #include "mbuild/fsutil.h"
 
 int mb_fs_write_all(int fd, const void *buf, size_t len, struct mb_error *err)
@@ -219,4 +221,23 @@ int mb_fs_remove_tree(const char *path, struct mb_error *err)
     if (remove_errno != 0)
         return mb_error_errno(err, MB_ERR_GENERAL, remove_errno, "remove '%s'", path);
     return 0;
+}
+
+int mb_fs_lock(const char *path, int operation, struct mb_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd < 0)
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "open lock '%s'", path);
+    while (flock(fd, operation) < 0) {
+        if (errno == EINTR && !mb_cancel_requested())
+            continue;
+        close(fd);
+        if (errno == EWOULDBLOCK)
+            return -2;
+        if (errno == EINTR)
+            return mb_error_set(err, MB_ERR_INTERRUPTED, "interrupted");
+        return mb_error_errno(err, MB_ERR_GENERAL, errno, "lock '%s'", path);
+    }
+    return fd;
 }

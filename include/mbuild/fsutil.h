@@ -51,4 +51,12 @@ int mb_fs_remove_tree(const char *path, struct mb_error *err);
 /* Join two path parts with one '/', malloc'ed; NULL only on out of memory. */
 char *mb_path_join(const char *a, const char *b);
 
+/*
+ * Open (creating it) the lock file `path` and flock it with `operation`
+ * (LOCK_EX or LOCK_SH, with LOCK_NB to try). Returns the descriptor that
+ * holds the lock; -2 when LOCK_NB and it is taken; -1 on error, also when
+ * a wait is cut short by SIGINT/SIGTERM (MB_ERR_INTERRUPTED).
+ */
+int mb_fs_lock(const char *path, int operation, struct mb_error *err);
+
 #endif
