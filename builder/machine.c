@@ -85,6 +85,18 @@ pid_t machine_passt_pid(const struct mb_machine *m)
     return live_pid(m, "passt.pid", "passt");
 }
 
+int machine_write_pid(const struct mb_machine *m, const char *file, pid_t pid, struct mb_error *err)
+{
+    char *path = machine_path(m, file), text[32];
+    int rc;
+
+    snprintf(text, sizeof(text), "%d\n", (int)pid);
+    rc = path == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
+                      : mb_fs_write_atomic(path, text, strlen(text), err);
+    free(path);
+    return rc;
+}
+
 /* virtiofsd's argv names its socket in the machine's directory. */
 pid_t machine_share_pid(const struct mb_machine *m, const char *pid_file)
 {

@@ -30,7 +30,6 @@
 #include "mbuild/qcow2.h"
 #include "mbuild/spawn.h"
 #include "mbuild/stepvm.h"
-#include "virtiofs.h"
 #include "vm_args.h"
 
 #define SSH_TRY_TIMEOUT_MS 5000
@@ -187,18 +186,6 @@ static int free_port(int *port, struct mb_error *err)
     return rc;
 }
 
-static int write_pid(const struct mb_machine *m, const char *file, pid_t pid, struct mb_error *err)
-{
-    char *path = machine_path(m, file), text[32];
-    int rc;
-
-    snprintf(text, sizeof(text), "%d\n", (int)pid);
-    rc = path == NULL ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
-                      : mb_fs_write_atomic(path, text, strlen(text), err);
-    free(path);
-    return rc;
-}
-
 /*
  * passt on one end of a socket pair, forwarding ssh and the Machinefile's
  * ports; the host's loopback stays closed to the guest unless asked.
@@ -225,7 +212,7 @@ static int start_passt(const struct mb_machine *m, const struct mb_machine_start
              ? mb_error_set(err, MB_ERR_GENERAL, "out of memory")
              : mb_spawn_detached((const char *const *)a.v, log, pair[0], &pid, err);
     if (rc == 0)
-        rc = write_pid(m, "passt.pid", pid, err);
+        rc = machine_write_pid(m, "passt.pid", pid, err);
     close(pair[0]);
     if (rc == 0)
         *qemu_fd = pair[1];
@@ -268,39 +255,6 @@ static void disk_args(struct vm_args *a, const struct mb_machine *m,
     }
 }
 
-/*
- * virtiofs needs the guest's memory shared with virtiofsd (a memfd);
- * 9p is QEMU's own.
- */
-static void share_args(struct vm_args *a, const struct mb_machine *m,
-                       const struct mb_machinefile *mf, const bool *virtiofs)
-{
-    bool shared_memory = false;
-
-    for (size_t i = 0; i < mf->mount_count; i++) {
-        if (virtiofs[i]) {
-            shared_memory = true;
-            vm_args_add(a, "-chardev");
-            vm_args_add(a, "socket,id=fs%zu,path=%s/fs%zu.sock", i, m->dir, i);
-            vm_args_add(a, "-device");
-            vm_args_add(a, "vhost-user-fs-device,chardev=fs%zu,tag=m%zu", i, i);
-            continue;
-        }
-        vm_args_add(a, "-fsdev");
-        vm_args_add(a, "local,id=fs%zu,path=%s/%s,security_model=none%s", i, mf->project_dir,
-                    mf->mounts[i].source, mf->mounts[i].writable ? "" : ",readonly=on");
-        vm_args_add(a, "-device");
-        vm_args_add(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=m%zu", i, i);
-    }
-    if (shared_memory) {
-        vm_args_add(a, "-object");
-        vm_args_add(a, "memory-backend-memfd,id=mem,share=on,size=%lluM",
-                    (unsigned long long)(mf->memory / (1024 * 1024)));
-        vm_args_add(a, "-machine");
-        vm_args_add(a, "memory-backend=mem");
-    }
-}
-
 static int start_qemu(const struct mb_machine_start *o, const struct mb_machine *m, int net_fd,
                       const bool *virtiofs, pid_t *pid, struct mb_error *err)
 {
@@ -318,7 +272,7 @@ static int start_qemu(const struct mb_machine_start *o, const struct mb_machine 
     vm_args_add(&a, "virtio-mmio.force-legacy=false");
     kernel_append(&a, mf, virtiofs);
     disk_args(&a, m, mf);
-    share_args(&a, m, mf, virtiofs);
+    machine_share_args(&a, m, mf, virtiofs);
     vm_args_add(&a, "-fw_cfg");
     vm_args_add(&a, "name=opt/mbuild/authorized_keys,file=%s/id_ed25519.pub", m->dir);
     vm_args_add(&a, "-fw_cfg");
@@ -339,7 +293,7 @@ static int start_qemu(const struct mb_machine_start *o, const struct mb_machine 
     if (rc == 0)
         rc = mb_spawn_detached((const char *const *)a.v, log, net_fd, pid, err);
     if (rc == 0)
-        rc = write_pid(m, "qemu.pid", *pid, err);
+        rc = machine_write_pid(m, "qemu.pid", *pid, err);
     vm_args_free(&a);
     free(log);
     free(old_log);
@@ -508,41 +462,6 @@ static int prepare_root(const struct mb_machine_start *o, const struct mb_machin
     return rc;
 }
 
-/*
- * One virtiofsd per mount; a mount whose virtiofsd does not start, and
- * every mount when MACHINE_SHARE=9p, is shared over 9p instead.
- */
-static int start_shares(const struct mb_machine_start *o, const struct mb_machine *m,
-                        bool *virtiofs, struct mb_error *err)
-{
-    const char *force = getenv("MACHINE_SHARE");
-    bool try = force == NULL || strcmp(force, "9p") != 0;
-    int rc = 0;
-
-    for (size_t i = 0; rc == 0 && i < o->mf->mount_count; i++) {
-        char *source = NULL, *socket = NULL, *log = NULL, pid_file[32];
-        struct mb_error why;
-        pid_t pid;
-
-        virtiofs[i] = false;
-        snprintf(pid_file, sizeof(pid_file), "fs%zu.pid", i);
-        if (asprintf(&source, "%s/%s", o->mf->project_dir, o->mf->mounts[i].source) < 0 ||
-            asprintf(&socket, "%s/fs%zu.sock", m->dir, i) < 0 ||
-            asprintf(&log, "%s/fs%zu.log", m->dir, i) < 0)
-            rc = mb_error_set(err, MB_ERR_GENERAL, "out of memory");
-        else if (try &&
-                 virtiofs_start(source, o->mf->mounts[i].writable, socket, log, &pid, &why) == 0)
-            virtiofs[i] = (rc = write_pid(m, pid_file, pid, err)) == 0;
-        else if (try)
-            mb_progress_say(o->progress, "machine '%s': %s; sharing '%s' over 9p", m->name, why.msg,
-                            o->mf->mounts[i].source);
-        free(source);
-        free(socket);
-        free(log);
-    }
-    return rc;
-}
-
 static int boot(const struct mb_machine_start *o, struct mb_machine *m, bool same_image,
                 struct mb_error *err)
 {
@@ -565,7 +484,7 @@ static int boot(const struct mb_machine_start *o, struct mb_machine *m, bool sam
     if (rc == 0)
         rc = start_passt(m, o, &net_fd, err);
     if (rc == 0)
-        rc = start_shares(o, m, virtiofs, err);
+        rc = machine_share_start(o, m, virtiofs, err);
     mb_progress_say(o->progress, "machine '%s': booting", m->name);
     if (rc == 0)
         rc = start_qemu(o, m, net_fd, virtiofs, &qemu, err);
