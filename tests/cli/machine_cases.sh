@@ -86,6 +86,11 @@ mounts:
     expect_out "already running"
     run "$MACHINE" ls --json
     [[ $(jq -r '.machines[0].state' <<<"$out") == running ]] || fail "ls does not show it running"
+    [[ -n $(pgrep -f "virtiofsd.*$XDG_DATA_HOME") ]] || fail "no virtiofsd serves the mounts"
+    run "$MACHINE" stop project
+    expect_status 0
+    [[ -z $(pgrep -f "(qemu-system|virtiofsd).*$XDG_DATA_HOME") ]] ||
+        fail "QEMU or virtiofsd still runs after stop"
     machine_cleanup
 }
 
