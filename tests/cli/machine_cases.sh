@@ -22,6 +22,18 @@ start_in() {
     (cd "$1" && "$MACHINE" start "${@:2}")
 }
 
+# write_tiny_machine [LINES]: project/Machinefile for a small tiny machine
+# of one step, then LINES (mounts, volumes, ...).
+write_tiny_machine() {
+    write_machinefile "version: 1
+base: tiny
+memory: 256MiB
+cpus: 1
+steps:
+  - {run: \"true\"}${1:+
+$1}"
+}
+
 # expect_shares FS: the project's mounts are of type FS, /work writable,
 # /ro not even after the guest remounts it, and host symlinks resolve.
 expect_shares() {
@@ -101,13 +113,7 @@ test_machine_mounts_fall_back_to_9p() {
     mkdir -p project/ro
     echo read-only >project/ro/file
     ln -s file project/ro/link
-    write_machinefile 'version: 1
-base: tiny
-memory: 256MiB
-cpus: 1
-steps:
-  - {run: "true"}
-mounts:
+    write_tiny_machine 'mounts:
   - {source: ., target: /work, writable: true}
   - {source: ro, target: /ro}'
     MACHINE_SHARE=9p start_in project >/dev/null || fail "start with 9p shares"
@@ -118,13 +124,7 @@ mounts:
 
 test_machine_root_is_fresh_each_start_volumes_last() {
     machine_env
-    write_machinefile 'version: 1
-base: tiny
-memory: 256MiB
-cpus: 1
-steps:
-  - {run: "true"}
-volumes:
+    write_tiny_machine 'volumes:
   - {name: data, target: /data, size: 64MiB}'
     run start_in project
     expect_status 0
@@ -174,12 +174,7 @@ volumes:
 
 test_machine_two_machines_share_the_image_not_their_disks() {
     machine_env
-    write_machinefile 'version: 1
-base: tiny
-memory: 256MiB
-cpus: 1
-steps:
-  - {run: "true"}'
+    write_tiny_machine
     run start_in project --name one
     expect_status 0
     expect_err 'flattening'
@@ -204,12 +199,7 @@ steps:
 test_machine_open_host_loopback_on_purpose() {
     machine_env
     local secret=$((30000 + RANDOM % 10000))
-    write_machinefile 'version: 1
-base: tiny
-memory: 256MiB
-cpus: 1
-steps:
-  - {run: "true"}'
+    write_tiny_machine
     mkdir -p served && echo host-secret >served/index.html
     python3 -m http.server "$secret" --bind 127.0.0.1 --directory served >/dev/null 2>&1 &
     local server=$!
@@ -224,12 +214,7 @@ steps:
 
 test_machine_two_starts_at_once_boot_one_vm() {
     machine_env
-    write_machinefile 'version: 1
-base: tiny
-memory: 256MiB
-cpus: 1
-steps:
-  - {run: "true"}'
+    write_tiny_machine
     # Build first: the race under test is the start, not the build.
     "$MBUILD" build --progress=none -f project/Machinefile >/dev/null || fail "build"
     (cd project && "$MACHINE" start --progress=none >../one.out 2>&1) &
