@@ -10,7 +10,9 @@ MACHINE=$(readlink -f "$2")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 # Whatever a test left running (a VM, passt, virtiofsd) names $WORK in its argv.
-trap 'pkill -KILL -f -- "$WORK"; sleep 0.5; rm -rf "$WORK"' EXIT
+# Tests may add paths outside $WORK to $cleanup.
+cleanup=
+trap 'pkill -KILL -f -- "$WORK"; sleep 0.5; rm -rf "$WORK" $cleanup' EXIT
 passed=0
 failed=0
 status=0 out='' err=''

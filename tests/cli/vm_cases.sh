@@ -219,6 +219,7 @@ test_vm_build_as_an_ordinary_user_leaves_nothing_outside_the_cache() {
         return
     fi
     id mbtest >/dev/null 2>&1 || useradd -m mbtest || fail "cannot create user mbtest"
+    user_runnable_binaries
     local home
     home=$(getent passwd mbtest | cut -d: -f6)
     rm -rf "$home/.cache/mbuild" "$home/project"
@@ -345,6 +346,18 @@ ordinary_user() {
         usermod --add-subuids 200000-265535 --add-subgids 200000-265535 mbtest ||
         fail "cannot give mbtest subordinate ids"
     user_home=$(getent passwd mbtest | cut -d: -f6)
+    user_runnable_binaries
+}
+
+# Point $MBUILD and $MACHINE at copies mbtest can run when the build
+# directory is closed to it (a checkout under a 0700 mktemp directory).
+user_runnable_binaries() {
+    runuser -u mbtest -- test -x "$MBUILD" -a -x "$MACHINE" && return
+    local dir
+    dir=$(mktemp -d /tmp/mbtest-bin.XXXXXX) && chmod 0755 "$dir" &&
+        install -m 0755 "$MBUILD" "$MACHINE" "$dir/" || fail "cannot copy the binaries for mbtest"
+    cleanup="$cleanup $dir"
+    MBUILD=$dir/$(basename "$MBUILD") MACHINE=$dir/$(basename "$MACHINE")
 }
 
 # as_user CMD...: run as mbtest with a minimal environment.
